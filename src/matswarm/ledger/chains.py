@@ -1,0 +1,354 @@
+"""Chain backends: an embedded, disk-persisted eth-tester chain and any JSON-RPC node.
+
+Both expose the same small surface to :class:`matswarm.ledger.Ledger`: submit a
+signed raw transaction and wait for its receipt, read logs of one contract in a
+block range, read the chain id, and (dev chains only) move the clock.
+
+Security: the embedded chain is a single-process simulator with **no consensus**;
+its operator can rewrite it at will. It is for tests and single-machine demos.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from eth_utils import to_canonical_address, to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.datastructures import AttributeDict
+from web3.exceptions import TimeExhausted, Web3RPCError
+from web3.types import LogReceipt, TxReceipt
+
+from ._kv import SqliteAtomicDB, SqliteKV
+from .errors import LedgerError, LedgerLocked, TransactionRejected
+
+#: Default chain id of new embedded chains ("mswm"); distinct from eth-tester's
+#: fixture id and from anvil/hardhat's 31337 so transactions cannot cross over.
+EMBEDDED_CHAIN_ID = 0x6D73776D
+_GENESIS_GAS_LIMIT = 30_000_000
+
+
+class Chain(ABC):
+    """What the ledger adapter needs from a chain."""
+
+    w3: Web3
+    #: Block tag used to pre-flight transactions (``eth_call``) before sending.
+    preflight_block: str = "latest"
+
+    @property
+    @abstractmethod
+    def chain_id(self) -> int:
+        """The chain id the connected chain reports now."""
+
+    @abstractmethod
+    def send_raw_transaction(self, raw: bytes) -> TxReceipt:
+        """Submit a signed transaction and return its receipt once mined."""
+
+    @abstractmethod
+    def get_logs(self, address: str, from_block: int, to_block: int) -> list[LogReceipt]:
+        """All logs emitted by ``address`` in ``[from_block, to_block]``, in chain order."""
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Called before a pre-flight call and a send (embedded: refresh the clock)."""
+
+    def advance_time(self, seconds: int) -> None:
+        """Move the chain clock forward (development chains only)."""
+        raise LedgerError(f"{type(self).__name__} cannot move its clock")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Release resources held by the backend."""
+
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def block_hash(self, number: int) -> str:
+        return HexBytes(self.w3.eth.get_block(number)["hash"]).to_0x_hex()
+
+    def __enter__(self) -> Chain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- embedded
+
+
+def _chain_class(chain_id: int) -> type:
+    """A py-evm mining chain like eth-tester's, with our chain id and fork."""
+    from eth.chains.base import MiningChain
+    from eth.consensus import ConsensusApplier, NoProofConsensus
+    from eth.vm.forks import CancunVM
+
+    # Same fork as the compiled bytecode's target (compile.EVM_VERSION), so the
+    # embedded chain accepts nothing a Cancun production chain would refuse.
+    vm_config = ConsensusApplier(NoProofConsensus).amend_vm_configuration(((0, CancunVM),))
+
+    class MatswarmEmbeddedChain(MiningChain):
+        vm_configuration = vm_config
+
+        def create_header_from_parent(self, parent_header: Any, **params: Any) -> Any:
+            # Constant gas limit, as in eth-tester.
+            params["gas_limit"] = parent_header.gas_limit
+            return super().create_header_from_parent(parent_header, **params)
+
+        def get_transaction_builder(self) -> Any:
+            return super().get_vm().get_transaction_builder()
+
+    MatswarmEmbeddedChain.chain_id = chain_id
+    return MatswarmEmbeddedChain
+
+
+def _tester_backend(chain: Any) -> Any:
+    from eth_tester import PyEVMBackend
+
+    class _Backend(PyEVMBackend):
+        """eth-tester's backend over a chain we built (and persist) ourselves."""
+
+        def __init__(self, chain: Any) -> None:  # no in-memory genesis, no dev accounts
+            self.chain = chain
+            self.account_keys = ()
+
+    return _Backend(chain)
+
+
+class EmbeddedChain(Chain):
+    """In-process eth-tester + py-evm chain persisted in ``directory``.
+
+    Every mined block is one durable SQLite commit (see ``_kv``), so the chain
+    survives a restart or a killed process. One process at a time may open a
+    directory (an exclusive ``flock``; the OS drops it when the process dies).
+    Gas is free (base fee 0, as on a Besu network with ``zeroBaseFee``), so org
+    accounts need no funding. There is no consensus: see the package docstring.
+    """
+
+    preflight_block = "pending"
+
+    def __init__(self, directory: str | os.PathLike[str], *, chain_id: int | None = None) -> None:
+        from eth_tester import EthereumTester
+        from web3.providers.eth_tester import EthereumTesterProvider
+        from web3.providers.eth_tester.defaults import API_ENDPOINTS, static_return
+
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise LedgerLocked(f"{self.directory} is open in another process") from None
+        try:
+            self._kv = SqliteKV(self.directory / "chain.sqlite")
+            stored = self._kv.get_meta("chain_id")
+            if stored is not None and chain_id is not None and int(stored) != chain_id:
+                raise LedgerError(
+                    f"{self.directory} holds chain id {stored}, not the requested {chain_id}"
+                )
+            self._chain_id = int(stored) if stored is not None else (chain_id or EMBEDDED_CHAIN_ID)
+            self._time_offset = int(self._kv.get_meta("time_offset") or 0)
+            cls = _chain_class(self._chain_id)
+            db = SqliteAtomicDB(self._kv)
+            if stored is None:
+                self.chain = self._genesis(cls, db)
+            else:
+                self.chain = cls(db)
+        except BaseException:
+            self._release_lock()
+            raise
+        self._tester = EthereumTester(_tester_backend(self.chain))
+        endpoints = {k: dict(v) for k, v in API_ENDPOINTS.items()}
+        endpoints["eth"]["chainId"] = static_return(self._chain_id)
+        self.w3 = Web3(EthereumTesterProvider(self._tester, api_endpoints=endpoints))
+        # eth-tester needs a sender even for eth_call; gas is free, any address will do.
+        self.w3.eth.default_account = to_checksum_address(b"\x00" * 20)
+
+    def _genesis(self, cls: Any, db: SqliteAtomicDB) -> Any:
+        from eth.constants import BLANK_ROOT_HASH
+        from eth_tester.backends.pyevm.main import get_default_genesis_params
+
+        # A crash during an earlier creation may have left orphan rows: start clean.
+        self._kv._conn.execute("DELETE FROM kv")
+        params = get_default_genesis_params(
+            {"gas_limit": _GENESIS_GAS_LIMIT, "timestamp": int(time.time())}
+        )
+        params["base_fee_per_gas"] = 0
+        params.setdefault("receipt_root", BLANK_ROOT_HASH)
+        chain = cls.from_genesis(db, params, {})
+        self._kv.commit()
+        # Written last: its presence marks a complete genesis.
+        self._kv.set_meta("chain_id", str(self._chain_id))
+        return chain
+
+    @property
+    def chain_id(self) -> int:
+        return self._chain_id
+
+    def _now(self) -> int:
+        return int(time.time()) + self._time_offset
+
+    def prepare(self) -> None:
+        # py-evm stamps the pending block when the previous one is mined, so an
+        # idle chain would execute with a stale block.timestamp (deadlines!).
+        pending = self.chain.header
+        parent = self.chain.get_canonical_head()
+        ts = max(parent.timestamp + 1, self._now())
+        if pending.gas_used == 0 and pending.timestamp != ts:
+            self.chain.header = pending.copy(timestamp=ts)
+
+    def send_raw_transaction(self, raw: bytes) -> TxReceipt:
+        from eth_tester.exceptions import ValidationError as TesterValidationError
+        from eth_utils import ValidationError
+
+        self._check_chain_id(raw)
+        self.prepare()
+        try:
+            tx_hash = self.w3.eth.send_raw_transaction(raw)
+        except (ValidationError, TesterValidationError) as exc:
+            raise TransactionRejected(str(exc)) from exc
+        return self.w3.eth.get_transaction_receipt(tx_hash)
+
+    def _check_chain_id(self, raw: bytes) -> None:
+        # eth-tester would mine a transaction signed for another chain; a real
+        # node refuses it ("invalid chain id for signer"), and so do we.
+        tx = self.chain.get_vm().get_transaction_builder().decode(raw)
+        tx_chain = getattr(tx, "chain_id", None)
+        if tx_chain != self._chain_id:
+            raise TransactionRejected(
+                f"invalid chain id for signer: transaction for {tx_chain}, "
+                f"chain is {self._chain_id}"
+            )
+
+    def get_logs(self, address: str, from_block: int, to_block: int) -> list[LogReceipt]:
+        # Walk py-evm's receipts directly: eth-tester's eth_getLogs looks each
+        # receipt up by scanning back from the head, quadratic in chain length.
+        target = to_canonical_address(address)
+        head = self.chain.get_canonical_head().block_number
+        out: list[LogReceipt] = []
+        for number in range(max(from_block, 0), min(to_block, head) + 1):
+            block = self.chain.get_canonical_block_by_number(number)
+            receipts = block.get_receipts(self.chain.chaindb)
+            log_index = 0
+            for tx_index, (tx, receipt) in enumerate(
+                zip(block.transactions, receipts, strict=True)
+            ):
+                for log in receipt.logs:
+                    if log.address == target:
+                        out.append(
+                            AttributeDict(
+                                {
+                                    "address": to_checksum_address(log.address),
+                                    "topics": [HexBytes(t.to_bytes(32, "big")) for t in log.topics],
+                                    "data": HexBytes(log.data),
+                                    "blockNumber": number,
+                                    "blockHash": HexBytes(block.hash),
+                                    "transactionHash": HexBytes(tx.hash),
+                                    "transactionIndex": tx_index,
+                                    "logIndex": log_index,
+                                    "removed": False,
+                                }
+                            )
+                        )
+                    log_index += 1
+        return out
+
+    def block_number(self) -> int:
+        return int(self.chain.get_canonical_head().block_number)
+
+    def block_hash(self, number: int) -> str:
+        return HexBytes(self.chain.get_canonical_block_hash(number)).to_0x_hex()
+
+    def advance_time(self, seconds: int) -> None:
+        """Move the clock ``seconds`` ahead (persisted) and mine an empty block at it."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._time_offset += int(seconds)
+        self._kv.set_meta("time_offset", str(self._time_offset))
+        self.prepare()
+        self._tester.mine_blocks(1)
+
+    def get_meta(self, key: str) -> str | None:
+        return self._kv.get_meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._kv.set_meta(key, value)
+
+    def _release_lock(self) -> None:
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            self._kv.close()
+            self._release_lock()
+
+
+# --------------------------------------------------------------------------- JSON-RPC
+
+
+class RpcChain(Chain):
+    """Any EVM JSON-RPC node: anvil for tests, Hyperledger Besu (QBFT) in production.
+
+    ``receipt_timeout`` bounds the wait for a transaction to be mined;
+    ``poll_interval`` is the receipt polling period (QBFT blocks come every 1-5 s,
+    anvil mines at once).
+    """
+
+    def __init__(
+        self, url: str, *, receipt_timeout: float = 120.0, poll_interval: float = 0.05
+    ) -> None:
+        self.url = url
+        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+        self.receipt_timeout = receipt_timeout
+        self.poll_interval = poll_interval
+        self.log_chunk = 5_000
+
+    @property
+    def chain_id(self) -> int:
+        return int(self.w3.eth.chain_id)
+
+    def send_raw_transaction(self, raw: bytes) -> TxReceipt:
+        try:
+            tx_hash = self.w3.eth.send_raw_transaction(raw)
+        except Web3RPCError as exc:
+            raise TransactionRejected(str(exc)) from exc
+        try:
+            return self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=self.receipt_timeout, poll_latency=self.poll_interval
+            )
+        except TimeExhausted as exc:
+            raise LedgerError(f"transaction {tx_hash.to_0x_hex()} not mined in time") from exc
+
+    def get_logs(self, address: str, from_block: int, to_block: int) -> list[LogReceipt]:
+        out: list[LogReceipt] = []
+        start = max(from_block, 0)
+        while start <= to_block:
+            end = min(to_block, start + self.log_chunk - 1)
+            out.extend(
+                self.w3.eth.get_logs(
+                    {"address": to_checksum_address(address), "fromBlock": start, "toBlock": end}
+                )
+            )
+            start = end + 1
+        return out
+
+    def advance_time(self, seconds: int) -> None:
+        """``evm_increaseTime`` + ``evm_mine``: anvil and hardhat only, never Besu."""
+        self.w3.provider.make_request("evm_increaseTime", [int(seconds)])
+        self.w3.provider.make_request("evm_mine", [])
+
+    def fund(self, address: str, wei: int = 10**21) -> None:
+        """Give ``address`` a balance on a development node (``anvil_setBalance``)."""
+        resp = self.w3.provider.make_request(
+            "anvil_setBalance", [to_checksum_address(address), hex(wei)]
+        )
+        if "error" in resp:
+            raise LedgerError(f"cannot fund {address}: {resp['error']}")
