@@ -43,6 +43,7 @@ import json
 import os
 import re
 import struct
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -275,6 +276,7 @@ class EnvelopeVerifier:
         self._identity = identity
         self._slots: set[tuple[str, int, str, int]] = set()
         self._nonces: set[tuple[str, bytes]] = set()
+        self._lock = threading.Lock()
 
     def check(
         self, env: Envelope, *, round: int | None, kind: str | Iterable[str] | None = None
@@ -332,19 +334,20 @@ class EnvelopeVerifier:
         """
         self.check(env, round=round, kind=kind)
         slot = (env.sender, env.round, env.kind, env.seq)
-        if slot in self._slots:
-            raise EnvelopeError(
-                Reason.REPLAY,
-                f"already accepted a {env.kind} (seq {env.seq}) from {env.sender!r} for task "
-                f"{env.task_id!r} round {env.round}",
-            )
-        if (env.sender, env.nonce) in self._nonces:
-            raise EnvelopeError(
-                Reason.REPLAY, f"nonce {env.nonce.hex()} from {env.sender!r} was already used"
-            )
-        payload = self.open(env) if env.encryption is not None else env.body
-        self._slots.add(slot)
-        self._nonces.add((env.sender, env.nonce))
+        with self._lock:  # safe to share one verifier between threads
+            if slot in self._slots:
+                raise EnvelopeError(
+                    Reason.REPLAY,
+                    f"already accepted a {env.kind} (seq {env.seq}) from {env.sender!r} for "
+                    f"task {env.task_id!r} round {env.round}",
+                )
+            if (env.sender, env.nonce) in self._nonces:
+                raise EnvelopeError(
+                    Reason.REPLAY, f"nonce {env.nonce.hex()} from {env.sender!r} was already used"
+                )
+            payload = self.open(env) if env.encryption is not None else env.body
+            self._slots.add(slot)
+            self._nonces.add((env.sender, env.nonce))
         return payload
 
     def open(self, env: Envelope) -> bytes:
