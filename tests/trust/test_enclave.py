@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -204,3 +205,41 @@ def test_measurement_is_deterministic_and_location_independent(tmp_path):
     assert changed.digest != one.digest
     with pytest.raises(ValueError, match="not under"):
         measure_files([target], root=tmp_path / "one")
+
+
+def test_label_flipping_is_not_stopped_but_data_swaps_are(setup):
+    """Attestation proves which code ran on which bytes, not that the data are honest."""
+    _, enclave, verifier = setup
+    honest_rows = b"x1,y=+1.2\nx2,y=-0.3\n"
+    flipped_rows = b"x1,y=-1.2\nx2,y=+0.3\n"  # label flipping: y -> -y
+
+    def fit(rows: bytes) -> bytes:
+        return hashlib.sha256(rows).digest()  # stand-in for training on ``rows``
+
+    def attest(rows: bytes):
+        return enclave.run(
+            fit, rows, purpose="train", task_id=TASK, round=0, inputs={"dataset": rows}
+        )
+
+    # An org that committed the hash of flipped data gets a perfectly valid quote.
+    result = attest(flipped_rows)
+    verifier.verify(
+        result.quote,
+        measurement=enclave.measurement,
+        purpose="train",
+        task_id=TASK,
+        round=0,
+        output_hash=sha256_hex(result.output),
+        inputs={"dataset": sha256_hex(flipped_rows)},
+    )
+    # Swapping data after committing the honest hash is caught.
+    with pytest.raises(QuoteError) as info:
+        verifier.verify(
+            result.quote,
+            measurement=enclave.measurement,
+            purpose="train",
+            task_id=TASK,
+            round=0,
+            inputs={"dataset": sha256_hex(honest_rows)},
+        )
+    assert info.value.reason == Reason.INPUT_MISMATCH

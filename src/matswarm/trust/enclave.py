@@ -285,16 +285,22 @@ class Enclave(ABC):
         purpose: str,
         task_id: str,
         round: int,
-        inputs: Mapping[str, str],
+        inputs: Mapping[str, str | bytes],
         encode: Callable[[T], bytes] | None = None,
         **kwargs: Any,
     ) -> Attested[T]:
         """Run ``fn(*args, **kwargs)`` inside the enclave and quote its output.
 
-        ``inputs`` maps names to hex sha256 of what the code read (e.g. ``{"dataset": …,
-        "start_model": …}``). The output hash is computed here over ``encode(value)`` (or the
-        value itself, which must then be bytes): callers cannot choose it.
+        ``inputs`` names what the code read (e.g. ``{"dataset": …, "start_model": …}``): a
+        ``bytes`` value is hashed here, so the quote describes exactly those bytes (preferred);
+        a ``str`` must already be a hex sha256. The output hash is computed here over
+        ``encode(value)`` (or the value itself, which must then be bytes): callers cannot choose
+        it.
         """
+        hashed = {
+            name: sha256_hex(bytes(v)) if isinstance(v, bytes | bytearray | memoryview) else v
+            for name, v in inputs.items()
+        }
         value = fn(*args, **kwargs)
         output = encode(value) if encode is not None else value
         if not isinstance(output, bytes | bytearray | memoryview):
@@ -307,7 +313,7 @@ class Enclave(ABC):
             purpose=purpose,
             task_id=task_id,
             round=round,
-            inputs=inputs,
+            inputs=hashed,
             output_hash=sha256_hex(output),
         )
         return Attested(value=value, output=output, quote=quote)
