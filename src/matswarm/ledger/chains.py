@@ -264,10 +264,16 @@ class EmbeddedChain(Chain):
         return HexBytes(self.chain.get_canonical_block_hash(number)).to_0x_hex()
 
     def advance_time(self, seconds: int) -> None:
-        """Move the clock ``seconds`` ahead (persisted) and mine an empty block at it."""
+        """Mine an empty block ``seconds`` after the latest one; the clock offset persists.
+
+        Relative to the latest block, not the wall clock: block timestamps must
+        strictly increase, so a burst of transactions (one block each) runs the
+        chain clock ahead of the wall clock by up to one second per block.
+        """
         if seconds < 0:
             raise ValueError("seconds must be >= 0")
-        self._time_offset += int(seconds)
+        target = max(self.chain.get_canonical_head().timestamp, self._now()) + int(seconds)
+        self._time_offset = target - int(time.time())
         self._kv.set_meta("time_offset", str(self._time_offset))
         self.prepare()
         self._tester.mine_blocks(1)
