@@ -1,0 +1,51 @@
+"""Robust aggregation rules on flat float32 update stacks (pure, deterministic)."""
+
+from matswarm.aggregation.registry import (
+    RULES,
+    AggregationRule,
+    CenteredClipping,
+    GeometricMedian,
+    Krum,
+    Mean,
+    Median,
+    MultiKrum,
+    TrimmedMean,
+    make_rule,
+    register,
+)
+from matswarm.aggregation.rules import (
+    AggregationError,
+    centered_clipping,
+    coordinate_median,
+    geometric_median,
+    krum,
+    krum_scores,
+    multi_krum,
+    pairwise_sq_distances,
+    trimmed_mean,
+    weighted_mean,
+)
+
+__all__ = [
+    "RULES",
+    "AggregationError",
+    "AggregationRule",
+    "CenteredClipping",
+    "GeometricMedian",
+    "Krum",
+    "Mean",
+    "Median",
+    "MultiKrum",
+    "TrimmedMean",
+    "centered_clipping",
+    "coordinate_median",
+    "geometric_median",
+    "krum",
+    "krum_scores",
+    "make_rule",
+    "multi_krum",
+    "pairwise_sq_distances",
+    "register",
+    "trimmed_mean",
+    "weighted_mean",
+]

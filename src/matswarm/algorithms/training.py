@@ -1,0 +1,79 @@
+"""The one local-training loop every algorithm shares.
+
+Minibatch Adam on the mean squared error in standardised units, plus the model's own penalty
+(Lasso's L1) and an optional algorithm-specific term computed from the batch representation
+``u(x)`` and the parameters (FedProx's proximal term, MatSwarm's alignment + norm terms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from matswarm.models.base import RegressionModel
+
+ExtraLoss = Callable[[RegressionModel, torch.Tensor], torch.Tensor]
+"""``extra(model, u_batch) -> scalar`` added to the batch loss."""
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    steps: int
+    mean_loss: float
+    last_mse: float
+
+
+def train_local(
+    model: RegressionModel,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    rng: np.random.Generator,
+    extra: ExtraLoss | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> TrainStats:
+    """Run ``steps`` Adam steps on minibatches of ``(X, y)`` (float32, standardised).
+
+    Batches are drawn epoch by epoch from a permutation from ``rng`` so the same seed gives the
+    same trajectory. The optimiser state starts fresh on every call (one call per round).
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    n = len(y)
+    if n == 0:
+        raise ValueError("cannot train on an empty table")
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    bs = min(batch_size, n)
+    opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    model.train()
+    total, last_mse = 0.0, float("nan")
+    order = np.empty(0, dtype=np.int64)
+    pos = 0
+    for _ in range(steps):
+        if pos + bs > len(order):
+            order = rng.permutation(n)
+            pos = 0
+        idx = torch.from_numpy(order[pos : pos + bs])
+        pos += bs
+        xb, yb = Xt.index_select(0, idx), yt.index_select(0, idx)
+        u = model.represent(xb)
+        pred = model.head(u).squeeze(-1)
+        mse = torch.mean((pred - yb) ** 2)
+        loss = mse + model.penalty()
+        if extra is not None:
+            loss = loss + extra(model, u)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach())
+        last_mse = float(mse.detach())
+    return TrainStats(steps=steps, mean_loss=total / max(steps, 1), last_mse=last_mse)

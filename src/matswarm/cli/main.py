@@ -1,0 +1,190 @@
+"""The ``matswarm`` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from matswarm.data import DataError
+from matswarm.experiments.compare import Report, load_data, run_comparison
+from matswarm.experiments.config import ConfigError, ExperimentConfig, keys_help
+from matswarm.experiments.runner import DISPLAY
+
+app = typer.Typer(
+    help="matswarm: federated (swarm) learning of materials properties with verifiable models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+experiment_app = typer.Typer(help="Reproduce the papers' tables and figures.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def run_with_progress(cfg: ExperimentConfig, dataset, notice, title: str, **kw) -> Report:
+    total = len(cfg.seeds) * len(cfg.methods)
+    with progress_bar() as bar:
+        task = bar.add_task(title, total=total)
+
+        def done(result) -> None:
+            bar.update(
+                task,
+                advance=1,
+                description=f"{title}: {DISPLAY.get(result.method, result.method)} "
+                f"seed {result.seed} done",
+            )
+
+        report = run_comparison(cfg, dataset, notice=notice, on_done=done, **kw)
+        bar.update(task, description=title)
+    return report
+
+
+def print_report(report: Report, title: str) -> None:
+    unit = report.unit
+    table = Table(
+        title=title, caption=f"Test-set metrics in {unit} (MSE in ({unit})²), mean ± std over seeds"
+    )
+    for col in ("Method", "Model", "Org", "MSE", "RMSE", "MAE", "R²", "seeds"):
+        table.add_column(col, justify="right" if col not in ("Method", "Model", "Org") else "left")
+    for r in report.rows:
+        table.add_row(
+            DISPLAY.get(r.method, r.method),
+            r.model,
+            r.org,
+            f"{r.mse_mean:.4f} ± {r.mse_std:.4f}",
+            f"{r.rmse_mean:.4f}",
+            f"{r.mae_mean:.4f}",
+            f"{r.r2_mean:.3f}",
+            str(r.n_seeds),
+        )
+    d = report.dummy
+    table.add_row(
+        "Dummy (mean)",
+        "-",
+        "global",
+        f"{d['mse']:.4f}",
+        f"{d['rmse']:.4f}",
+        f"{d['mae']:.4f} (MAD)",
+        f"{d['r2']:.3f}",
+        "-",
+    )
+    console.print(table)
+    console.print(
+        f"Wrote {', '.join(p.name for p in report.files)} to [bold]{report.output}[/] "
+        f"({report.seconds:.1f} s)"
+    )
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path, typer.Option(help="Folder for results.json, results.csv and plots.")
+    ] = Path("matswarm-results/demo"),
+    data: Annotated[Path | None, typer.Option(help="Folder with the perovskite CSVs.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds.")] = 3,
+    jobs: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 2,
+) -> None:
+    """Paper split, MLP: Solo x3, FedAvg, MatSwarm and Joint over 3 seeds, with a results table."""
+    cfg = ExperimentConfig.from_dict(
+        {
+            "data": {"source": "perovskite", **({"path": str(data)} if data else {})},
+            "training": {"methods": ["solo", "fedavg", "matswarm", "joint"]},
+            "run": {"seeds": seeds, "jobs": jobs, "output": str(output)},
+        },
+        source="demo",
+    )
+    try:
+        dataset, notice = load_data(cfg, allow_synthetic_fallback=True)
+    except DataError as exc:
+        fail(str(exc))
+    if notice:
+        console.print(f"[bold yellow]NOTE:[/] {notice}")
+    else:
+        console.print(
+            f"Data: {dataset.description}, {sum(o.n for o in dataset.orgs)} training rows "
+            f"in {len(dataset.orgs)} orgs, {dataset.test.n if dataset.test else 0} test "
+            f"rows, {dataset.schema.n_features} features, target "
+            f"{dataset.schema.target} ({dataset.schema.unit})"
+        )
+    report = run_with_progress(cfg, dataset, notice, "demo")
+    print_report(report, "matswarm demo: perovskite formation energy, MLP")
+
+
+@app.command(epilog="Configuration keys (TOML):\n\n" + keys_help().replace("\n", "\n\n"))
+def run(
+    config: Annotated[Path, typer.Argument(help="TOML file; see the keys below.")],
+    output: Annotated[Path | None, typer.Option(help="Override [run] output.")] = None,
+) -> None:
+    """Run the comparison a TOML config describes (data, split, model, methods, rule, seeds)."""
+    try:
+        cfg = ExperimentConfig.from_toml(config)
+        if output is not None:
+            cfg.output = str(output)
+        dataset, _ = load_data(cfg)
+    except (ConfigError, DataError) as exc:
+        fail(str(exc))
+    console.print(
+        f"Data: {dataset.description}; {len(dataset.orgs)} orgs; "
+        f"model {cfg.model.name}; rule {cfg.make_rule().describe()}"
+    )
+    report = run_with_progress(cfg, dataset, None, config.stem)
+    print_report(report, f"matswarm run {config.name}")
+
+
+@experiment_app.command("table1")
+def table1(
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per cell (the paper used 10).")] = 10,
+    data: Annotated[Path | None, typer.Option(help="Folder with the perovskite CSVs.")] = None,
+    output: Annotated[Path, typer.Option(help="Output folder.")] = Path("matswarm-results/table1"),
+    jobs: Annotated[int, typer.Option(min=1)] = 2,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated local models.")
+    ] = "rnn,lasso,mlp,lstm",
+) -> None:
+    """MatSwarm Table 1: RNN, Lasso, MLP, LSTM x (Solo, MatSwarm local/global, Joint)."""
+    from matswarm.experiments.table1 import run_table1
+
+    try:
+        run_table1(
+            console,
+            progress_bar,
+            seeds=seeds,
+            data=data,
+            output=output,
+            jobs=jobs,
+            models=[m.strip() for m in models.split(",") if m.strip()],
+        )
+    except (ConfigError, DataError, ValueError) as exc:
+        fail(str(exc))
+
+
+def main() -> None:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    app()
+
+
+if __name__ == "__main__":
+    main()

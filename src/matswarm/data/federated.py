@@ -1,0 +1,222 @@
+"""Federated datasets: one encoded private table per organisation plus an optional test table.
+
+Raw values stay in each :class:`OrgTable`; models see them only through the consortium's
+:class:`~matswarm.data.scaling.Standardizer` (fitted from per-org sufficient statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from matswarm.data.errors import DataError
+from matswarm.data.scaling import Standardizer
+from matswarm.data.schema import CategoricalPolicy, TaskSchema
+
+
+@dataclass(frozen=True)
+class OrgTable:
+    """One organisation's encoded table (raw units, float64) and where it came from.
+
+    ``feature_mask`` marks the schema features this org actually holds (all by default); an org
+    without a feature sees it as the consortium mean (0 after standardisation).
+    """
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    source: str
+    feature_mask: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.X) == 0:
+            raise DataError(f"organisation {self.name!r} has no rows", source=self.source)
+        if len(self.X) != len(self.y):
+            raise DataError(
+                f"{len(self.X)} feature rows but {len(self.y)} targets", source=self.source
+            )
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    def subset(
+        self, rows: np.ndarray, name: str | None = None, source: str | None = None
+    ) -> OrgTable:
+        return replace(
+            self,
+            name=name or self.name,
+            X=self.X[rows],
+            y=self.y[rows],
+            source=source or self.source,
+        )
+
+
+@dataclass(frozen=True)
+class StandardizedOrg:
+    """What local training sees: float32 standardised arrays of one organisation."""
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class FederatedDataset:
+    """Organisations' tables under one schema, with a held-out test table."""
+
+    schema: TaskSchema
+    orgs: list[OrgTable]
+    test: OrgTable | None = None
+    description: str = ""
+    standardizer: Standardizer = field(init=False)
+
+    def __post_init__(self) -> None:
+        if len(self.orgs) < 1:
+            raise DataError("a federated dataset needs at least one organisation")
+        names = [o.name for o in self.orgs]
+        if len(set(names)) != len(names):
+            raise DataError(f"organisation names must be unique, got {names}")
+        d = self.schema.n_features
+        for org in [*self.orgs, *([self.test] if self.test is not None else [])]:
+            if org.X.shape[1] != d:
+                raise DataError(
+                    f"{org.name!r} has {org.X.shape[1]} features, the schema has {d}",
+                    source=org.source,
+                )
+        # Scaling statistics: per-org sums, combined; each org only uses the features it holds.
+        self.standardizer = Standardizer.federated((o.X, o.y) for o in self.orgs)
+
+    @property
+    def org_names(self) -> list[str]:
+        return [o.name for o in self.orgs]
+
+    def standardized(self, org: OrgTable) -> StandardizedOrg:
+        X = self.standardizer.transform_x(org.X)
+        if org.feature_mask is not None:
+            X[:, ~org.feature_mask] = 0.0
+        return StandardizedOrg(org.name, X, self.standardizer.transform_y(org.y))
+
+    def standardized_orgs(self) -> list[StandardizedOrg]:
+        return [self.standardized(o) for o in self.orgs]
+
+    def standardized_test(self) -> StandardizedOrg:
+        if self.test is None:
+            raise DataError("this dataset has no test table")
+        return self.standardized(self.test)
+
+    def pooled(self) -> OrgTable:
+        """All organisations' rows together: only for the Joint upper-bound baseline."""
+        return OrgTable(
+            name="joint",
+            X=np.concatenate([o.X for o in self.orgs]),
+            y=np.concatenate([o.y for o in self.orgs]),
+            source="+".join(o.source for o in self.orgs),
+        )
+
+    def with_orgs(
+        self, orgs: Sequence[OrgTable], description: str | None = None
+    ) -> FederatedDataset:
+        return FederatedDataset(self.schema, list(orgs), self.test, description or self.description)
+
+    def carve_validation(
+        self, fraction: float = 0.2, seed: int = 0
+    ) -> tuple[FederatedDataset, FederatedDataset]:
+        """Split each org's rows into train/validation (for choosing hyperparameters).
+
+        Returns ``(train, validation)`` datasets; the validation dataset's ``test`` is the union
+        of the carved rows, so the test table is never looked at while tuning.
+        """
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+        rng = np.random.default_rng(seed)
+        train, val = [], []
+        for org in self.orgs:
+            perm = rng.permutation(org.n)
+            k = max(1, round(org.n * fraction))
+            val.append(org.subset(perm[:k]))
+            train.append(org.subset(perm[k:]))
+        val_pool = OrgTable(
+            name="validation",
+            X=np.concatenate([v.X for v in val]),
+            y=np.concatenate([v.y for v in val]),
+            source="validation rows carved from each org",
+        )
+        train_ds = FederatedDataset(self.schema, train, val_pool, self.description + " (train)")
+        return train_ds, FederatedDataset(self.schema, val, val_pool, "validation")
+
+
+def build_dataset(
+    org_tables: Mapping[str, tuple[pd.DataFrame, str]],
+    target: str,
+    *,
+    test: tuple[pd.DataFrame, str] | None = None,
+    unit: str = "eV/atom",
+    categorical: CategoricalPolicy = "drop",
+    exclude: Sequence[str] = (),
+    schema: TaskSchema | None = None,
+    description: str = "",
+) -> FederatedDataset:
+    """Validate and encode each org's table under one schema.
+
+    ``org_tables`` maps org name to ``(table, source)`` where ``source`` names the file for error
+    messages. Without an explicit ``schema`` one is inferred from each org and they must agree:
+    a column present in one org's schema but not another's is an error that names both.
+    """
+    if not org_tables:
+        raise DataError("no organisation tables given")
+    if schema is None:
+        inferred = {
+            name: TaskSchema.infer(
+                table, target, unit=unit, categorical=categorical, exclude=exclude, source=src
+            )
+            for name, (table, src) in org_tables.items()
+        }
+        names = list(inferred)
+        ref_name = names[0]
+        schema = inferred[ref_name]
+        for name in names[1:]:
+            _check_agree(schema, inferred[name], org_tables[ref_name][1], org_tables[name][1])
+    orgs = []
+    for name, (table, src) in org_tables.items():
+        X, y = schema.encode(table, src)
+        assert y is not None
+        orgs.append(OrgTable(name=name, X=X, y=y, source=src))
+    test_table = None
+    if test is not None:
+        tX, ty = schema.encode(test[0], test[1])
+        assert ty is not None
+        test_table = OrgTable(name="test", X=tX, y=ty, source=test[1])
+    return FederatedDataset(schema, orgs, test_table, description)
+
+
+def _check_agree(a: TaskSchema, b: TaskSchema, src_a: str, src_b: str) -> None:
+    if a.features == b.features:
+        return
+    only_a = [f for f in a.features if f not in set(b.features)]
+    only_b = [f for f in b.features if f not in set(a.features)]
+    if not only_a and not only_b:
+        raise DataError(
+            f"feature columns appear in a different order than in {src_a}; "
+            "pass an explicit schema to fix the order",
+            source=src_b,
+        )
+    parts = []
+    if only_a:
+        parts.append(f"{only_a[:5]} are features in {src_a} but not here")
+    if only_b:
+        parts.append(f"{only_b[:5]} are features here but not in {src_a}")
+    raise DataError(
+        "organisation schemas disagree: "
+        + "; ".join(parts)
+        + " (a column that is numeric in one org and text in another also counts)",
+        source=src_b,
+        column=(only_b or only_a)[0],
+    )

@@ -1,0 +1,254 @@
+"""A full comparison run: load data, train every method for every seed, write the report.
+
+Output folder (stable layout, documented in the README):
+
+* ``results.json``: ``{"units": ..., "rows": [{"method", "model", "org", "mse_mean", "mse_std",
+  "rmse_mean", "mae_mean", "r2_mean", "n_seeds"}, ...], "dummy": {...}, "config": {...},
+  "provenance": {...}, "per_seed": [...], "plots": [...]}``
+* ``results.csv``: the ``rows`` as a table;
+* ``parity.png`` (seed 0, global models) and ``rounds.png`` (test MSE of each federated global
+  model per round, mean over seeds, with Solo/Joint reference lines) and ``train_loss.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import matswarm
+from matswarm.data import FederatedDataset, partition, perovskite, synthetic
+from matswarm.data.federated import build_dataset
+from matswarm.data.tables import read_table
+from matswarm.evaluation.metrics import Evaluator
+from matswarm.evaluation.plots import curves_plot, parity_plot
+from matswarm.experiments.config import ConfigError, ExperimentConfig
+from matswarm.experiments.runner import DISPLAY, SummaryRow, Unit, UnitResult, run_units, summarise
+from matswarm.protocol import RoundHooks
+
+
+def load_data(
+    cfg: ExperimentConfig, *, allow_synthetic_fallback: bool = False
+) -> tuple[FederatedDataset, str | None]:
+    """Dataset for a config, split into its organisations.
+
+    Returns ``(dataset, notice)``: ``notice`` is set when the perovskite data could not be found
+    and synthetic data of the same shape is used instead (only if the caller allows it).
+    """
+    d = cfg.data
+    notice = None
+    source = d["source"]
+    if source == "perovskite":
+        try:
+            base = perovskite.load(
+                perovskite.resolve(d["path"]), exclude=d["exclude"], categorical=d["categorical"]
+            )
+        except perovskite.DatasetNotFound as exc:
+            if not allow_synthetic_fallback:
+                raise
+            notice = f"perovskite data unavailable, using SYNTHETIC data instead ({exc})"
+            base = synthetic.make_dataset(seed=0)
+    elif source == "synthetic":
+        base = synthetic.make_dataset(
+            n_rows=d["rows"],
+            n_features=d["features"],
+            n_orgs=cfg.split.orgs,
+            label_shift=float(d["label_shift"]),
+            noise=float(d["noise"]),
+            seed=cfg.split.seed,
+        )
+    elif source == "files":
+        if not d["train"] or not d["test"]:
+            raise ConfigError(f"{cfg.source}: [data] source = 'files' needs train = [...] and test")
+        tables = {f"org{i + 1}": (read_table(p), p) for i, p in enumerate(d["train"])}
+        base = build_dataset(
+            tables,
+            d["target"],
+            test=(read_table(d["test"]), d["test"]),
+            unit=d["unit"],
+            categorical=d["categorical"],
+            exclude=d["exclude"],
+            description=f"{len(tables)} file(s)",
+        )
+    else:
+        raise ConfigError(f"{cfg.source}: [data] source must be perovskite, files or synthetic")
+    split = cfg.split
+    if split.kind == "paper" and len(base.orgs) != split.orgs:
+        raise ConfigError(
+            f"{cfg.source}: split 'paper' uses the data's own {len(base.orgs)} organisation "
+            f"file(s) but [split] orgs = {split.orgs}"
+        )
+    return partition(base, split) if split.kind != "paper" else base, notice
+
+
+@dataclass
+class Report:
+    rows: list[SummaryRow]
+    dummy: dict[str, float]
+    unit: str
+    output: Path
+    files: list[Path]
+    seconds: float
+    notice: str | None
+    results: list[UnitResult]
+
+
+def run_comparison(
+    cfg: ExperimentConfig,
+    dataset: FederatedDataset,
+    *,
+    notice: str | None = None,
+    on_done: Callable[[UnitResult], None] | None = None,
+    hooks_factory: Callable[[], RoundHooks] | None = None,
+    plots: bool = True,
+) -> Report:
+    """Train all (method, seed) units and write results.json/results.csv/plots to cfg.output."""
+    t0 = time.perf_counter()
+    rule = cfg.make_rule()
+    units = [
+        Unit(dataset, cfg.model, m, cfg.algorithm(m), rule, seed, hooks_factory)
+        for seed in cfg.seeds
+        for m in cfg.methods
+    ]
+    results = run_units(units, cfg.jobs, on_done)
+    rows = summarise(results, cfg.model.name)
+    ev = Evaluator(dataset, cfg.model)
+    dummy = ev.dummy().as_dict()
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [
+        _write_json(out, cfg, dataset, rows, dummy, results, time.perf_counter() - t0, notice),
+        _write_csv(out, rows),
+    ]
+    if plots:
+        files += _plots(out, dataset, ev.y_true, results, rows)
+    return Report(
+        rows, dummy, dataset.schema.unit, out, files, time.perf_counter() - t0, notice, results
+    )
+
+
+def provenance(dataset: FederatedDataset, seconds: float | None = None) -> dict:
+    sources = [o.source for o in dataset.orgs] + ([dataset.test.source] if dataset.test else [])
+    digests = {}
+    for s in sources:
+        p = Path(s)
+        if p.is_file():
+            digests[p.name] = perovskite.sha256_file(p)
+    info = {
+        "matswarm_version": matswarm.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "machine": f"{platform.system()} {platform.machine()}, {_cpu_count()} CPU(s)",
+        "data": dataset.description,
+        "data_sha256": digests,
+        "schema_sha256": dataset.schema.digest(),
+        "n_features": dataset.schema.n_features,
+        "org_rows": {o.name: o.n for o in dataset.orgs},
+        "test_rows": dataset.test.n if dataset.test else 0,
+    }
+    if seconds is not None:
+        info["wall_seconds"] = round(seconds, 2)
+    return info
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _write_json(out, cfg, dataset, rows, dummy, results, seconds, notice) -> Path:
+    doc = {
+        "units": dataset.schema.unit,
+        "rows": [r.as_dict() for r in rows],
+        "dummy": dummy,
+        "notice": notice,
+        "config": cfg.describe(),
+        "provenance": provenance(dataset, seconds),
+        "per_seed": [
+            {
+                "method": r.method,
+                "seed": r.seed,
+                "seconds": round(r.seconds, 3),
+                "mse": {k: m.mse for k, m in r.metrics.items()},
+                "test_mse_per_round": r.test_mse_per_round,
+            }
+            for r in results
+        ],
+    }
+    path = out / "results.json"
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+def _write_csv(out: Path, rows: list[SummaryRow]) -> Path:
+    path = out / "results.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(SummaryRow.__dataclass_fields__))
+        w.writeheader()
+        for r in rows:
+            w.writerow(r.as_dict())
+    return path
+
+
+def _plots(out, dataset, y_true, results, rows) -> list[Path]:
+    unit = dataset.schema.unit
+    first_seed = min(r.seed for r in results)
+    preds: dict[str, np.ndarray] = {}
+    for r in results:
+        if r.seed != first_seed:
+            continue
+        for k, p in r.predictions.items():
+            label = DISPLAY.get(r.method, r.method)
+            preds[label if k == "global" else f"{label}-{k}"] = p
+    files = [
+        parity_plot(
+            y_true, preds, unit, out / "parity.png", f"Parity on the test set (seed {first_seed})"
+        )
+    ]
+    curves: dict[str, list[float]] = {}
+    losses: dict[str, list[float]] = {}
+    for method in dict.fromkeys(r.method for r in results):
+        runs = [r for r in results if r.method == method and r.test_mse_per_round]
+        if runs:
+            curves[DISPLAY.get(method, method)] = list(
+                np.mean([r.test_mse_per_round for r in runs], 0)
+            )
+            for org in runs[0].train_loss_per_round:
+                losses[f"{DISPLAY.get(method, method)} {org}"] = list(
+                    np.mean([r.train_loss_per_round[org] for r in runs], 0)
+                )
+    if curves:
+        ref = {
+            f"{DISPLAY.get(r.method, r.method)}-{r.org}"
+            if r.org != "global"
+            else DISPLAY.get(r.method, r.method): r.mse_mean
+            for r in rows
+            if r.method in ("joint", "solo")
+        }
+        files.append(
+            curves_plot(
+                curves,
+                out / "rounds.png",
+                "Global model test MSE per round",
+                f"test MSE ({unit})²",
+                reference=ref,
+            )
+        )
+        files.append(
+            curves_plot(
+                losses,
+                out / "train_loss.png",
+                "Local training loss per round (standardised units)",
+                "loss",
+            )
+        )
+    return files

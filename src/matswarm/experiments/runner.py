@@ -1,0 +1,185 @@
+"""Running a comparison (Solo / federated methods / Joint over several seeds) and summarising it.
+
+The unit of work is one (method, seed) pair; units run in parallel worker processes and each
+reports test metrics for every model it produced (the global model and each organisation's
+local model), plus per-round curves for the plots.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from matswarm.aggregation import AggregationRule
+from matswarm.algorithms import Algorithm, Baseline, FederatedAlgorithm
+from matswarm.data.federated import FederatedDataset
+from matswarm.evaluation.metrics import Evaluator, Metrics
+from matswarm.models import ModelSpec
+from matswarm.protocol import RoundHooks
+from matswarm.runtime import build_engine, configure_torch, run_baseline
+
+DISPLAY = {
+    "solo": "Solo",
+    "joint": "Joint",
+    "fedavg": "FedAvg",
+    "fedprox": "FedProx",
+    "fedavgm": "FedAvgM",
+    "fedadam": "FedAdam",
+    "matswarm": "MatSwarm",
+    "dummy": "Dummy",
+}
+
+
+@dataclass
+class UnitResult:
+    """Metrics of one (method, seed) run, keyed by model: ``global`` or an org name."""
+
+    method: str
+    seed: int
+    metrics: dict[str, Metrics]
+    test_mse_per_round: list[float] = field(default_factory=list)
+    train_loss_per_round: dict[str, list[float]] = field(default_factory=dict)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Unit:
+    dataset: FederatedDataset
+    model: ModelSpec
+    method: str
+    algorithm: Algorithm
+    rule: AggregationRule
+    seed: int
+    hooks_factory: Callable[[], RoundHooks] | None = None
+
+
+def run_unit(unit: Unit) -> UnitResult:
+    """Train one method with one seed and evaluate everything it produced on the test table."""
+    import time
+
+    configure_torch()
+    t0 = time.perf_counter()
+    ev = Evaluator(unit.dataset, unit.model)
+    algo = unit.algorithm
+    if isinstance(algo, Baseline):
+        params = run_baseline(unit.dataset, unit.model, algo, unit.seed)
+        # Joint's single model is the consortium-wide ("global") one.
+        keyed = {("global" if k == "joint" else k): v for k, v in params.items()}
+        preds = {k: ev.predict(v) for k, v in keyed.items()}
+        metrics = {k: ev.evaluate(v) for k, v in keyed.items()}
+        return UnitResult(
+            unit.method, unit.seed, metrics, predictions=preds, seconds=time.perf_counter() - t0
+        )
+    assert isinstance(algo, FederatedAlgorithm)
+    hooks = unit.hooks_factory() if unit.hooks_factory else None
+    engine = build_engine(unit.dataset, unit.model, algo, unit.rule, unit.seed, hooks=hooks)
+    curve: list[float] = []
+    for t in range(1, algo.rounds + 1):
+        engine.run_round(t)
+        curve.append(ev.evaluate(engine.run_state.global_params).mse)
+    run = engine.run_state
+    losses: dict[str, list[float]] = {}
+    for rec in run.history:
+        for org, loss in rec.train_loss.items():
+            losses.setdefault(org, []).append(loss)
+    metrics = {"global": ev.evaluate(run.global_params)}
+    metrics.update({org: ev.evaluate(p) for org, p in run.local_params.items()})
+    return UnitResult(
+        unit.method,
+        unit.seed,
+        metrics,
+        curve,
+        losses,
+        predictions={"global": ev.predict(run.global_params)},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def run_units(
+    units: Sequence[Unit], jobs: int = 1, on_done: Callable[[UnitResult], None] | None = None
+) -> list[UnitResult]:
+    """Run units, in ``jobs`` worker processes when > 1; results come back in input order."""
+    if jobs <= 1 or len(units) <= 1:
+        out = []
+        for u in units:
+            r = run_unit(u)
+            out.append(r)
+            if on_done:
+                on_done(r)
+        return out
+    configure_torch()  # before forking: no intra-op thread pool is inherited by the workers
+    ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
+    # Longest units first keeps both workers busy to the end.
+    order = sorted(range(len(units)), key=lambda i: -_cost(units[i]))
+    results: list[UnitResult | None] = [None] * len(units)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(run_unit, units[i]): i for i in order}
+        from concurrent.futures import as_completed
+
+        for fut in as_completed(futures):
+            r = fut.result()
+            results[futures[fut]] = r
+            if on_done:
+                on_done(r)
+    return [r for r in results if r is not None]
+
+
+def _cost(unit: Unit) -> float:
+    # Solo trains K models, Joint K-times the steps, federated K orgs: all ~ rounds*steps*K.
+    a = unit.algorithm
+    return a.rounds * a.local_steps * len(unit.dataset.orgs) * len(unit.model.name)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    method: str
+    model: str
+    org: str
+    mse_mean: float
+    mse_std: float
+    rmse_mean: float
+    mae_mean: float
+    r2_mean: float
+    n_seeds: int
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def summarise(results: Sequence[UnitResult], model_name: str) -> list[SummaryRow]:
+    """Mean ± std over seeds per (method, org), in a stable order (methods as run, global first)."""
+    groups: dict[tuple[str, str], list[Metrics]] = {}
+    for r in results:
+        for org, m in r.metrics.items():
+            groups.setdefault((r.method, org), []).append(m)
+
+    def key(item):
+        (_, org), _ = item
+        return (org != "global", org)
+
+    methods = list(dict.fromkeys(r.method for r in results))
+    rows = []
+    for method in methods:
+        items = sorted(((k, v) for k, v in groups.items() if k[0] == method), key=key)
+        for (meth, org), ms in items:
+            mse = np.array([m.mse for m in ms])
+            rows.append(
+                SummaryRow(
+                    method=meth,
+                    model=model_name,
+                    org=org,
+                    mse_mean=float(mse.mean()),
+                    mse_std=float(mse.std(ddof=1)) if len(ms) > 1 else 0.0,
+                    rmse_mean=float(np.mean([m.rmse for m in ms])),
+                    mae_mean=float(np.mean([m.mae for m in ms])),
+                    r2_mean=float(np.mean([m.r2 for m in ms])),
+                    n_seeds=len(ms),
+                )
+            )
+    return rows

@@ -1,0 +1,163 @@
+"""The round state machine, written once for every runtime.
+
+One round::
+
+    local training (ring order for ring algorithms, else independently)
+      -> updates (delta = local - global, float32)
+      -> hooks.publish     (trust layer: sign, encrypt, store, commit on the ledger)
+      -> hooks.collect     (trust layer: verify signatures/commitments, drop rejected ones)
+      -> aggregate         (task rule + algorithm server step, deterministic)
+      -> hooks.finalise    (trust layer: every org recomputes, votes the hash, quorum finalises)
+      -> next round starts from the finalised global model
+
+Without a trust layer the hooks are no-ops (:class:`RoundHooks`), which is what fast
+experiments use; the trust layer and the Flower runtime plug in here without touching the
+algorithms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from matswarm.algorithms.base import FederatedAlgorithm, LocalResult
+from matswarm.protocol.aggregator import Aggregator
+from matswarm.protocol.messages import Update, vector_hash
+from matswarm.protocol.participant import Participant
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round: int
+    global_hash: str
+    participants: tuple[str, ...]
+    train_loss: dict[str, float]
+    update_hashes: dict[str, str]
+
+
+@dataclass
+class TaskRun:
+    """The outcome of running a task: final models and per-round history."""
+
+    task: str
+    initial_global: np.ndarray
+    global_params: np.ndarray
+    local_params: dict[str, np.ndarray]
+    history: list[RoundRecord] = field(default_factory=list)
+    global_per_round: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def rounds_done(self) -> int:
+        return len(self.history)
+
+
+class RoundHooks:
+    """Extension points around a round. The base class trusts everything and records nothing."""
+
+    def publish(self, update: Update, result: LocalResult) -> None:
+        """Called once per update right after local training."""
+
+    def collect(self, round_: int, updates: list[Update]) -> list[Update]:
+        """Return the updates that may be aggregated (all of them, here)."""
+        return updates
+
+    def finalise(
+        self,
+        round_: int,
+        global_params: np.ndarray,
+        updates: Sequence[Update],
+        aggregator: Aggregator,
+    ) -> str:
+        """Agree on the round's global model and return its hash."""
+        return vector_hash(global_params)
+
+    def ring_handoff(
+        self, round_: int, sender: str, receiver: str, message: np.ndarray
+    ) -> np.ndarray:
+        """A ring intermediate crossing from ``sender`` to ``receiver`` (trust: sign/encrypt)."""
+        return message
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+class RoundEngine:
+    """Drives a federated algorithm over participants, round by round."""
+
+    def __init__(
+        self,
+        task: str,
+        algorithm: FederatedAlgorithm,
+        aggregator: Aggregator,
+        participants: Sequence[Participant],
+        initial_global: np.ndarray,
+        hooks: RoundHooks | None = None,
+        keep_global_history: bool = False,
+    ):
+        if not participants:
+            raise ValueError("a task needs at least one participant")
+        names = [p.name for p in participants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"participant names must be unique, got {names}")
+        self.task = task
+        self.algorithm = algorithm
+        self.aggregator = aggregator
+        self.participants = list(participants)
+        self.hooks = hooks or RoundHooks()
+        self.keep_global_history = keep_global_history
+        self.run_state = TaskRun(task, initial_global.copy(), initial_global.copy(), {})
+        self.ring_carry: np.ndarray | None = None
+
+    def train_phase(self, round_: int) -> list[LocalResult]:
+        g = self.run_state.global_params
+        if not self.algorithm.ring:
+            return [p.train(round_, g, None) for p in self.participants]
+        results = []
+        k = len(self.participants)
+        for i, p in enumerate(self.participants):
+            ring_in = self.ring_carry
+            if ring_in is not None:
+                sender = self.participants[(i - 1) % k].name
+                ring_in = self.hooks.ring_handoff(round_, sender, p.name, ring_in)
+            res = p.train(round_, g, ring_in)
+            results.append(res)
+            self.ring_carry = res.ring_out  # O_K's message reaches O_1 next round
+        return results
+
+    def run_round(self, round_: int) -> RoundRecord:
+        g = self.run_state.global_params
+        results = self.train_phase(round_)
+        updates = []
+        for res in results:
+            delta = (res.params.astype(np.float64) - g).astype(np.float32)
+            upd = Update(self.task, round_, res.org, delta, res.n_samples)
+            self.hooks.publish(upd, res)
+            updates.append(upd)
+        accepted = self.hooks.collect(round_, updates)
+        new_global = self.aggregator.step(g, accepted)
+        global_hash = self.hooks.finalise(round_, new_global, accepted, self.aggregator)
+        self.run_state.global_params = new_global
+        self.run_state.local_params = {r.org: r.params for r in results}
+        if self.keep_global_history:
+            self.run_state.global_per_round.append(new_global.copy())
+        record = RoundRecord(
+            round=round_,
+            global_hash=global_hash,
+            participants=tuple(u.org for u in accepted),
+            train_loss={r.org: r.loss for r in results},
+            update_hashes={u.org: u.digest() for u in accepted},
+        )
+        self.run_state.history.append(record)
+        return record
+
+    def run(
+        self, rounds: int | None = None, start_round: int = 1, progress: ProgressFn | None = None
+    ) -> TaskRun:
+        total = self.algorithm.rounds if rounds is None else rounds
+        for t in range(start_round, total + 1):
+            self.run_round(t)
+            if progress is not None:
+                progress(t, total)
+        return self.run_state
