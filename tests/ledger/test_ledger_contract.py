@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import Consortium, h
 from eth_account import Account
 from hexbytes import HexBytes
+from ledger_helpers import Consortium, h
 
 from matswarm.ledger import (
     ChainIdMismatch,

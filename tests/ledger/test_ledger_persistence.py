@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Consortium, h
 from eth_account import Account
+from ledger_helpers import Consortium, h
 
 import matswarm
 from matswarm.ledger import EmbeddedChain, Ledger, LedgerLocked, RoundPhase, TaskStatus
