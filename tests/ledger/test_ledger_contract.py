@@ -298,7 +298,9 @@ def test_deadline_close_records_missing_orgs(consortium: Consortium) -> None:
     _commit_all(c, task, 0, n=3)  # orgs[3] never commits
     with pytest.raises(ContractRevert, match="deadline not reached"):
         c.ledger.close_round(task, 0)
+    assert c.ledger.chain_time() <= c.ledger.round_info(task, 0).deadline
     c.ledger.chain.advance_time(61)
+    assert c.ledger.chain_time() > c.ledger.round_info(task, 0).deadline
     with pytest.raises(ContractRevert, match="commit deadline passed"):
         c.as_(c.orgs[3]).commit_update(task, 0, h("late"), "bafy-late")
     # anyone admitted may close it, even an org outside the task

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,19 @@ def test_task_resumes_after_sigkill_with_no_lost_or_duplicated_round(tmp_path: P
         assert len(final.events()) == len(logs)
     finally:
         final.close()
+
+
+def test_event_index_rebuilds_when_it_no_longer_matches_the_chain(consortium: Consortium) -> None:
+    c = consortium
+    task = c.task()
+    c.as_(c.orgs[0]).commit_update(task, 0, h("u"), "bafy-u")
+    expected = [(e.name, e.block_number, e.log_index) for e in c.ledger.events()]
+    c.ledger.close()
+    # a stale or foreign index: wrong head hash and a bogus extra event
+    conn = sqlite3.connect(c.path / "index.sqlite")
+    with conn:
+        conn.execute("UPDATE meta SET v='0xdead' WHERE k='last_hash'")
+        conn.execute("INSERT INTO events VALUES (1, 99, '0x00', 'Bogus', NULL, NULL, '{}')")
+    conn.close()
+    c.ledger = Ledger.embedded(c.path, c.founder)
+    assert [(e.name, e.block_number, e.log_index) for e in c.ledger.events()] == expected

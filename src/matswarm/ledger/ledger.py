@@ -544,10 +544,21 @@ class Ledger:
             missing=tuple(to_checksum_address(m) for m in missing),
         )
 
+    def chain_time(self) -> int:
+        """Timestamp of the latest block: compare deadlines with this, not the wall clock."""
+        return int(self.chain.w3.eth.get_block("latest")["timestamp"])
+
     def events(
         self, task_id: HashLike | None = None, names: Sequence[str] | None = None
     ) -> list[LedgerEvent]:
-        """Indexed contract events (all, or one task's), in chain order."""
+        """Indexed contract events (all, or one task's), in chain order.
+
+        Names are the contract's events: ``OrgAdmitted``, ``OrgUpdated``,
+        ``AdmissionProposed``, ``AdmissionVoted``, ``TaskCreated``, ``RoundOpened``,
+        ``UpdateCommitted``, ``CommitsClosed``, ``GlobalVoted``, ``RoundFinalized``,
+        ``UpdateRejected``, ``TaskCompleted``, ``TaskAborted``, ``FinalModelSet``.
+        Arguments keep the contract's names; bytes are 0x-hex strings.
+        """
         self.sync()
         task_hex = None if task_id is None else HexBytes(_b32(task_id, "task_id")).to_0x_hex()
         return self._index.query(task=task_hex, names=names)
