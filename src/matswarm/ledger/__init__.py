@@ -31,7 +31,8 @@ Backends, chosen by configuration only (same bytecode, ABI, gas and events):
     enode and EVM address), ``--min-gas-price=0``, the contract deployed once with
     the founders, and every org's adapter pointed at its own node's RPC URL with
     the network's chain id. Each org re-executes every block, so no single org can
-    forge or rewrite the record. This recipe is documented, not tested here.
+    forge or rewrite the record. The recipe is in ``PRODUCTION.md`` next to this
+    file: documented, not tested here.
 
 Keys: transactions are signed locally with the org's EVM key (a ``LocalAccount``
 or raw private key supplied by :mod:`matswarm.trust`); the ledger never stores,
