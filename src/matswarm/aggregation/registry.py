@@ -22,8 +22,8 @@ class AggregationRule:
     byzantine_tolerant: ClassVar[bool] = True
     _citations: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, **params: Any):
-        self.params = params
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
 
     def aggregate(
         self, stack: np.ndarray, weights: np.ndarray, center: np.ndarray | None
@@ -80,7 +80,8 @@ class TrimmedMean(AggregationRule):
     _citations = ("Yin et al., ICML 2018 (coordinate-wise trimmed mean)",)
 
     def __init__(self, f: int = 1):
-        super().__init__(f=int(f))
+        super().__init__()
+        self.params = dict(f=int(f))
 
     def min_participants(self) -> int:
         return 2 * self.params["f"] + 1
@@ -97,7 +98,8 @@ class Krum(AggregationRule):
     )
 
     def __init__(self, f: int = 1):
-        super().__init__(f=int(f))
+        super().__init__()
+        self.params = dict(f=int(f))
 
     def min_participants(self) -> int:
         return 2 * self.params["f"] + 3
@@ -115,7 +117,8 @@ class MultiKrum(AggregationRule):
     )
 
     def __init__(self, f: int = 1, m: int | None = None):
-        super().__init__(f=int(f), m=m)
+        super().__init__()
+        self.params = dict(f=int(f), m=m)
 
     def min_participants(self) -> int:
         return 2 * self.params["f"] + 3
@@ -132,7 +135,8 @@ class GeometricMedian(AggregationRule):
     )
 
     def __init__(self, tol: float = 1e-7, max_iter: int = 200, eps: float = 1e-8):
-        super().__init__(tol=float(tol), max_iter=int(max_iter), eps=float(eps))
+        super().__init__()
+        self.params = dict(tol=float(tol), max_iter=int(max_iter), eps=float(eps))
 
     def aggregate(self, stack, weights, center):
         return R.geometric_median(stack, weights, **self.params)
@@ -145,7 +149,8 @@ class CenteredClipping(AggregationRule):
     )
 
     def __init__(self, tau: float | None = None, iters: int = 3):
-        super().__init__(tau=tau, iters=int(iters))
+        super().__init__()
+        self.params = dict(tau=tau, iters=int(iters))
 
     def aggregate(self, stack, weights, center):
         return R.centered_clipping(stack, weights, center=center, **self.params)

@@ -16,6 +16,7 @@ from matswarm.algorithms.base import (
     Baseline,
     FederatedAlgorithm,
     LocalResult,
+    RingMessage,
 )
 from matswarm.algorithms.baselines import Joint, Solo
 from matswarm.algorithms.fedavg import FedAdam, FedAvg, FedAvgM, FedProx
@@ -59,6 +60,7 @@ __all__ = [
     "Joint",
     "LocalResult",
     "MatSwarm",
+    "RingMessage",
     "Solo",
     "TrainStats",
     "make_algorithm",

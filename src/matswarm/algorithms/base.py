@@ -9,6 +9,7 @@ hyperparameters; :meth:`validate` checks them once, at the boundary.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,21 @@ DEFAULT_ROUNDS = 100
 DEFAULT_LOCAL_STEPS = 20
 DEFAULT_LR = 3e-3
 DEFAULT_BATCH_SIZE = 128
+DEFAULT_LR_SCHEDULE = "constant"
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class RingMessage:
+    """What a ring algorithm hands from ``O_i`` to ``O_{i+1}``.
+
+    ``statistics`` is ``u_i(X_i)`` (aggregate statistics, never rows); ``params`` is ``O_i``'s
+    trained model when the model itself travels the ring (``None`` at the start of a round, which
+    always begins from the agreed global model).
+    """
+
+    statistics: np.ndarray | None
+    params: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -37,7 +53,7 @@ class LocalResult:
     params: np.ndarray
     n_samples: int
     loss: float
-    ring_out: np.ndarray | None = None
+    ring_out: RingMessage | None = None
 
 
 class Algorithm:
@@ -54,11 +70,13 @@ class Algorithm:
         local_steps: int = DEFAULT_LOCAL_STEPS,
         lr: float = DEFAULT_LR,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        lr_schedule: str = DEFAULT_LR_SCHEDULE,
     ):
         self.rounds = rounds
         self.local_steps = local_steps
         self.lr = lr
         self.batch_size = batch_size
+        self.lr_schedule = lr_schedule
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -70,6 +88,24 @@ class Algorithm:
                 raise ValueError(f"{self.name}: {key} must be a positive integer, got {v!r}")
         if not (isinstance(self.lr, int | float) and self.lr > 0):
             raise ValueError(f"{self.name}: lr must be > 0, got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"{self.name}: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
+
+    def lr_at(self, round_: int) -> float:
+        """Learning rate of round ``round_`` (1-based): constant, or cosine-annealed from ``lr``
+        to ``lr / 10`` over the rounds (damps the round-to-round noise of the final model)."""
+        if self.lr_schedule == "constant" or self.rounds == 1:
+            return float(self.lr)
+        progress = (round_ - 1) / (self.rounds - 1)
+        return float(self.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))))
+
+    def make_optimizer(self, model: RegressionModel) -> torch.optim.Optimizer:
+        """The org's local optimiser. It lives as long as the org's node, so Adam's moment
+        estimates carry over between rounds (re-initialising them every round makes each round
+        start with sign-like steps of size ``lr``, a noise floor we measured at 3x the error)."""
+        return torch.optim.Adam(model.parameters(), lr=self.lr)
 
     @classmethod
     def citations(cls) -> tuple[str, ...]:
@@ -95,18 +131,29 @@ class Baseline(Algorithm):
         raise NotImplementedError
 
     def _train_from(
-        self, model: RegressionModel, init: np.ndarray, data: StandardizedOrg, steps: int, seed: int
+        self,
+        model: RegressionModel,
+        init: np.ndarray,
+        data: StandardizedOrg,
+        steps_per_round: int,
+        seed: int,
     ) -> np.ndarray:
+        """Train ``rounds`` chunks of ``steps_per_round`` steps with one optimiser, following
+        the same learning-rate schedule as a federated run."""
         model.set_flat(init)
-        train_local(
-            model,
-            data.X,
-            data.y,
-            steps=steps,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            rng=np.random.default_rng(seed),
-        )
+        rng = np.random.default_rng(seed)
+        opt = self.make_optimizer(model)
+        for t in range(1, self.rounds + 1):
+            train_local(
+                model,
+                data.X,
+                data.y,
+                steps=steps_per_round,
+                lr=self.lr_at(t),
+                batch_size=self.batch_size,
+                rng=rng,
+                optimizer=opt,
+            )
         return model.get_flat()
 
 
@@ -121,19 +168,16 @@ class FederatedAlgorithm(Algorithm):
     ring: ClassVar[bool] = False
 
     # -- client side ----------------------------------------------------------------------------
-    def make_optimizer(self, model: RegressionModel) -> torch.optim.Optimizer:
-        """The org's local optimiser. It lives as long as the org's node, so Adam's moment
-        estimates carry over between rounds (re-initialising them every round makes each round
-        start with sign-like steps of size ``lr``, a noise floor we measured at 3x the error)."""
-        return torch.optim.Adam(model.parameters(), lr=self.lr)
-
     def extra_loss(
-        self, global_params: np.ndarray, data: StandardizedOrg, ring_in: np.ndarray | None
+        self, start_params: np.ndarray, data: StandardizedOrg, ring_in: RingMessage | None
     ) -> ExtraLoss | None:
-        """Algorithm-specific term of the local objective (None = plain task loss)."""
+        """Algorithm-specific term of the local objective (None = plain task loss).
+
+        ``start_params`` is where local training starts: the round's global model, or for a
+        ring algorithm whose model travels, the predecessor's model."""
         return None
 
-    def ring_message(self, model: RegressionModel, data: StandardizedOrg) -> np.ndarray | None:
+    def ring_message(self, model: RegressionModel, data: StandardizedOrg) -> RingMessage | None:
         """What a ring algorithm hands to the next organisation after training."""
         return None
 
@@ -141,26 +185,27 @@ class FederatedAlgorithm(Algorithm):
         self,
         model: RegressionModel,
         data: StandardizedOrg,
-        global_params: np.ndarray,
+        start_params: np.ndarray,
         rng: np.random.Generator,
-        ring_in: np.ndarray | None = None,
+        ring_in: RingMessage | None = None,
         optimizer: torch.optim.Optimizer | None = None,
+        round_: int = 1,
     ) -> LocalResult:
-        """Start from the global model, run the shared loop, return the local model.
+        """Start from ``start_params``, run the shared loop, return the local model.
 
         ``optimizer`` is the org's persistent optimiser (see :meth:`make_optimizer`); without one
         a fresh Adam is used.
         """
-        model.set_flat(global_params)
+        model.set_flat(start_params)
         stats = train_local(
             model,
             data.X,
             data.y,
             steps=self.local_steps,
-            lr=self.lr,
+            lr=self.lr_at(round_),
             batch_size=self.batch_size,
             rng=rng,
-            extra=self.extra_loss(global_params, data, ring_in),
+            extra=self.extra_loss(start_params, data, ring_in),
             optimizer=optimizer,
         )
         ring_out = self.ring_message(model, data) if self.ring else None

@@ -20,9 +20,8 @@ class Solo(Baseline):
         self, orgs: Sequence[StandardizedOrg], model: RegressionModel, seed: int
     ) -> dict[str, np.ndarray]:
         init = model.get_flat()
-        steps = self.rounds * self.local_steps
         return {
-            o.name: self._train_from(model, init, o, steps, seed * 1000 + i)
+            o.name: self._train_from(model, init, o, self.local_steps, seed * 1000 + i)
             for i, o in enumerate(orgs)
         }
 
@@ -42,7 +41,7 @@ class Joint(Baseline):
         pooled = StandardizedOrg(
             "joint", np.concatenate([o.X for o in orgs]), np.concatenate([o.y for o in orgs])
         )
-        steps = self.rounds * self.local_steps * len(orgs)
+        steps = self.local_steps * len(orgs)
         return {
             "joint": self._train_from(model, model.get_flat(), pooled, steps, seed * 1000 + 999)
         }

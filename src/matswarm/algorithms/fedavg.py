@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from matswarm.algorithms.base import FederatedAlgorithm, warn_degenerate
+from matswarm.algorithms.base import FederatedAlgorithm, RingMessage, warn_degenerate
 from matswarm.algorithms.training import ExtraLoss
 from matswarm.data.federated import StandardizedOrg
 
@@ -41,9 +41,9 @@ class FedProx(FedAvg):
             warn_degenerate("FedProx with mu=0 is FedAvg; set mu > 0 or use algorithm 'fedavg'")
 
     def extra_loss(
-        self, global_params: np.ndarray, data: StandardizedOrg, ring_in: np.ndarray | None
+        self, start_params: np.ndarray, data: StandardizedOrg, ring_in: RingMessage | None
     ) -> ExtraLoss | None:
-        anchor = torch.from_numpy(global_params.copy())
+        anchor = torch.from_numpy(start_params.copy())
         mu = self.mu
 
         def proximal(model, u):

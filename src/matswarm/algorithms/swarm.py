@@ -1,7 +1,10 @@
 """MatSwarm swarm transfer learning (Wang et al., Nature Communications 2024, Eq. 1-3).
 
-Within a round the organisations train in ring order ``O1 -> O2 -> ... -> OK -> O1``; each
-starts from the round's global model and minimises, on its own rows ``X_{i+1}``,
+Within a round the organisations train in ring order ``O1 -> O2 -> ... -> OK -> O1``. Each
+starts from the round's global model (``handoff="global"``, our default) or from its
+predecessor's freshly trained model (``handoff="model"``: the model itself travels the ring,
+as in cyclic transfer; O1 always starts from the agreed global model), and minimises, on its
+own rows ``X_{i+1}``,
 
     L1 + gamma * L2 + lambda/2 * ||theta_{i+1}||^2,
     L1 = (Y_{i+1} - phi(X_{i+1}))^2                              (Eq. 2, the task loss)
@@ -28,7 +31,8 @@ this keeps both terms in proportion to the data term whatever the org's size. (O
 
 **What crosses an organisation boundary.** Only ``C_i`` (h*h float32 numbers, 1024 for the
 paper's MLP) passes from ``O_i`` to ``O_{i+1}`` (``O_K``'s goes to ``O_1`` for the next round),
-plus the usual local model sent for aggregation. No row, label or per-row representation
+plus the local model: sent for aggregation as in any federated method and, with
+``handoff="model"``, also to the successor. No row, label or per-row representation
 leaves its owner: ``C_i`` is an average over all of ``O_i``'s rows (at least
 ``min_rows_for_statistics``, by default 2 h, are required so the matrix cannot be solved back
 for individual rows), and it describes the representation of the shared model, not the raw
@@ -42,7 +46,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from matswarm.algorithms.base import FederatedAlgorithm
+from matswarm.algorithms.base import FederatedAlgorithm, RingMessage
 from matswarm.algorithms.training import ExtraLoss
 from matswarm.data.federated import StandardizedOrg
 from matswarm.models.base import RegressionModel
@@ -52,6 +56,9 @@ def representation_covariance(u: torch.Tensor) -> torch.Tensor:
     """Covariance (h x h) of a batch of representations (rows = samples)."""
     centred = u - u.mean(dim=0, keepdim=True)
     return centred.T @ centred / max(u.shape[0] - 1, 1)
+
+
+HANDOFFS = ("model", "global")
 
 
 class MatSwarm(FederatedAlgorithm):
@@ -67,24 +74,35 @@ class MatSwarm(FederatedAlgorithm):
     )
 
     def __init__(
-        self, *, gamma: float = 0.5, lam: float = 1.0, min_rows_for_statistics: int = 0, **kw
+        self,
+        *,
+        gamma: float = 0.5,
+        lam: float = 0.0,
+        handoff: str = "global",
+        min_rows_for_statistics: int = 0,
+        **kw,
     ):
         super().__init__(**kw)
         self.gamma = gamma
         self.lam = lam
+        self.handoff = handoff
         self.min_rows_for_statistics = min_rows_for_statistics
 
     def validate(self) -> None:
         super().validate()
         if self.gamma < 0 or self.lam < 0:
             raise ValueError(f"matswarm: gamma and lam must be >= 0 (got {self.gamma}, {self.lam})")
+        if self.handoff not in HANDOFFS:
+            raise ValueError(f"matswarm: handoff must be one of {HANDOFFS}, got {self.handoff!r}")
 
     def extra_loss(
-        self, global_params: np.ndarray, data: StandardizedOrg, ring_in: np.ndarray | None
+        self, start_params: np.ndarray, data: StandardizedOrg, ring_in: RingMessage | None
     ) -> ExtraLoss | None:
         n = float(data.n)
         gamma, lam = self.gamma, self.lam
-        target = None if ring_in is None else torch.from_numpy(np.asarray(ring_in, np.float32))
+        target = None
+        if ring_in is not None and ring_in.statistics is not None:
+            target = torch.from_numpy(np.asarray(ring_in.statistics, np.float32))
 
         def objective(model: RegressionModel, u: torch.Tensor) -> torch.Tensor:
             flat = torch.nn.utils.parameters_to_vector(model.parameters())
@@ -101,7 +119,7 @@ class MatSwarm(FederatedAlgorithm):
 
         return objective
 
-    def ring_message(self, model: RegressionModel, data: StandardizedOrg) -> np.ndarray | None:
+    def ring_message(self, model: RegressionModel, data: StandardizedOrg) -> RingMessage | None:
         h_rows = self.min_rows_for_statistics
         model.eval()
         with torch.no_grad():
@@ -112,4 +130,6 @@ class MatSwarm(FederatedAlgorithm):
                 f"{data.name} has {data.n} rows; sharing a {u.shape[1]}x{u.shape[1]} covariance "
                 f"needs at least {needed} so no row can be recovered from it"
             )
-        return representation_covariance(u).numpy().astype(np.float32)
+        stats = representation_covariance(u).numpy().astype(np.float32)
+        params = model.get_flat() if self.handoff == "model" else None
+        return RingMessage(stats, params)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -106,12 +107,18 @@ def demo(
     data: Annotated[Path | None, typer.Option(help="Folder with the perovskite CSVs.")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds.")] = 3,
     jobs: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 2,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="Override the number of rounds (quick looks).")
+    ] = None,
 ) -> None:
     """Paper split, MLP: Solo x3, FedAvg, MatSwarm and Joint over 3 seeds, with a results table."""
+    training: dict = {"methods": ["solo", "fedavg", "matswarm", "joint"]}
+    if rounds is not None:
+        training["rounds"] = rounds
     cfg = ExperimentConfig.from_dict(
         {
             "data": {"source": "perovskite", **({"path": str(data)} if data else {})},
-            "training": {"methods": ["solo", "fedavg", "matswarm", "joint"]},
+            "training": training,
             "run": {"seeds": seeds, "jobs": jobs, "output": str(output)},
         },
         source="demo",
@@ -133,7 +140,7 @@ def demo(
     print_report(report, "matswarm demo: perovskite formation energy, MLP")
 
 
-@app.command(epilog="Configuration keys (TOML):\n\n" + keys_help().replace("\n", "\n\n"))
+@app.command(epilog="Configuration keys (TOML):\n\n" + escape(keys_help()).replace("\n", "\n\n"))
 def run(
     config: Annotated[Path, typer.Argument(help="TOML file; see the keys below.")],
     output: Annotated[Path | None, typer.Option(help="Override [run] output.")] = None,

@@ -15,8 +15,8 @@ class DataError(ValueError):
         self.column = column
         where = []
         if source:
-            where.append(f"in {source}")
+            where.append(source)
         if column:
             where.append(f"column {column!r}")
-        prefix = (" ".join(where) + ": ") if where else ""
+        prefix = (", ".join(where) + ": ") if where else ""
         super().__init__(prefix + message)

@@ -104,10 +104,15 @@ def resolve(
     data_dir: str | Path | None = None,
     *,
     allow_download: bool = True,
-    base_url: str = DOWNLOAD_BASE,
+    base_url: str | None = None,
 ) -> Path:
     """Return a directory holding a verified copy of the dataset, or raise ``DatasetNotFound``
-    listing everything that was tried and why it failed."""
+    listing everything that was tried and why it failed.
+
+    ``base_url`` (else ``MATSWARM_DATA_URL``, else the pinned GitHub commit) is where the four
+    files are downloaded from; a mirror must serve byte-identical files.
+    """
+    base_url = base_url or os.environ.get("MATSWARM_DATA_URL") or DOWNLOAD_BASE
     tried: list[str] = []
     if data_dir is not None:
         d = Path(data_dir).expanduser()

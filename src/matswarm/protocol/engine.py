@@ -18,11 +18,11 @@ algorithms.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from matswarm.algorithms.base import FederatedAlgorithm, LocalResult
+from matswarm.algorithms.base import FederatedAlgorithm, LocalResult, RingMessage
 from matswarm.protocol.aggregator import Aggregator
 from matswarm.protocol.messages import Update, vector_hash
 from matswarm.protocol.participant import Participant
@@ -74,9 +74,10 @@ class RoundHooks:
         return vector_hash(global_params)
 
     def ring_handoff(
-        self, round_: int, sender: str, receiver: str, message: np.ndarray
-    ) -> np.ndarray:
-        """A ring intermediate crossing from ``sender`` to ``receiver`` (trust: sign/encrypt)."""
+        self, round_: int, sender: str, receiver: str, message: RingMessage
+    ) -> RingMessage:
+        """A ring intermediate crossing from ``sender`` to ``receiver`` (trust: sign/encrypt,
+        then verify on the receiver's side and return what the receiver accepts)."""
         return message
 
 
@@ -108,7 +109,7 @@ class RoundEngine:
         self.hooks = hooks or RoundHooks()
         self.keep_global_history = keep_global_history
         self.run_state = TaskRun(task, initial_global.copy(), initial_global.copy(), {})
-        self.ring_carry: np.ndarray | None = None
+        self.ring_carry: RingMessage | None = None
 
     def train_phase(self, round_: int) -> list[LocalResult]:
         g = self.run_state.global_params
@@ -117,13 +118,16 @@ class RoundEngine:
         results = []
         k = len(self.participants)
         for i, p in enumerate(self.participants):
-            ring_in = self.ring_carry
-            if ring_in is not None:
+            msg = self.ring_carry
+            if msg is not None:
+                if i == 0:  # O_K -> O_1: statistics only; a round starts from the agreed global
+                    msg = replace(msg, params=None)
                 sender = self.participants[(i - 1) % k].name
-                ring_in = self.hooks.ring_handoff(round_, sender, p.name, ring_in)
-            res = p.train(round_, g, ring_in)
+                msg = self.hooks.ring_handoff(round_, sender, p.name, msg)
+            start = msg.params if msg is not None and msg.params is not None else g
+            res = p.train(round_, start, msg)
             results.append(res)
-            self.ring_carry = res.ring_out  # O_K's message reaches O_1 next round
+            self.ring_carry = res.ring_out
         return results
 
     def run_round(self, round_: int) -> RoundRecord:

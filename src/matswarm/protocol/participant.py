@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from matswarm.algorithms.base import FederatedAlgorithm, LocalResult
+from matswarm.algorithms.base import FederatedAlgorithm, LocalResult, RingMessage
 from matswarm.data.federated import StandardizedOrg
 from matswarm.models.base import RegressionModel
 
@@ -18,7 +18,7 @@ class Participant(Protocol):
     n_samples: int
 
     def train(
-        self, round_: int, global_params: np.ndarray, ring_in: np.ndarray | None
+        self, round_: int, start_params: np.ndarray, ring_in: RingMessage | None
     ) -> LocalResult: ...
 
 
@@ -50,10 +50,16 @@ class OrgNode:
         return self.data.n
 
     def train(
-        self, round_: int, global_params: np.ndarray, ring_in: np.ndarray | None
+        self, round_: int, start_params: np.ndarray, ring_in: RingMessage | None
     ) -> LocalResult:
         # A per-round generator: a resumed task replays round t exactly, whatever ran before.
         rng = np.random.default_rng([self.seed, self.index, round_])
         return self.algorithm.local_train(
-            self.model, self.data, global_params, rng, ring_in, optimizer=self.optimizer
+            self.model,
+            self.data,
+            start_params,
+            rng,
+            ring_in,
+            optimizer=self.optimizer,
+            round_=round_,
         )
