@@ -1,7 +1,8 @@
 """Start and stop a local ``anvil`` dev node (tests, CI and multi-process demos).
 
-anvil is one Rust binary from npm (``npm install @foundry-rs/anvil``). We look
-for it in ``$MATSWARM_ANVIL``, then on ``PATH``. It is a single development node
+anvil is one Rust binary from npm (``npm install --prefix ~/.cache/matswarm-anvil
+@foundry-rs/anvil@1.7.1``). We look for it in ``$MATSWARM_ANVIL``, on ``PATH``,
+then under that prefix. It is a single development node
 with no consensus: a stand-in for the production Besu/QBFT network's JSON-RPC.
 """
 
@@ -21,12 +22,24 @@ from .errors import LedgerError
 ANVIL_ENV = "MATSWARM_ANVIL"
 
 
+#: Where ``npm install --prefix`` puts it in CI and for local development.
+DEFAULT_PREFIX = Path.home() / ".cache" / "matswarm-anvil"
+
+
 def find_anvil() -> str | None:
-    """Path of the anvil binary, or None when it is not installed."""
+    """Path of the anvil binary, or None when it is not installed.
+
+    Looks at ``$MATSWARM_ANVIL`` (only there, if set), then ``PATH``, then the
+    npm prefix ``~/.cache/matswarm-anvil``.
+    """
     env = os.environ.get(ANVIL_ENV)
     if env:
-        return env if Path(env).exists() else None
-    return shutil.which("anvil")
+        return env if Path(env).is_file() else None
+    found = shutil.which("anvil")
+    if found:
+        return found
+    hits = sorted(DEFAULT_PREFIX.glob("node_modules/@foundry-rs/anvil-*/bin/anvil"))
+    return str(hits[0]) if hits else None
 
 
 def free_port() -> int:
