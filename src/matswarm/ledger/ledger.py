@@ -94,6 +94,16 @@ class Ledger:
     transaction is never sent.
 
     A ``Ledger`` may be shared by threads; calls are serialised.
+
+    Args:
+        chain: an :class:`EmbeddedChain` or :class:`RpcChain`.
+        address: the deployed contract.
+        account: the org's EVM key (``LocalAccount`` or private key); ``None`` for
+            a read-only view.
+        chain_id: the chain id to insist on; default: what the chain reports now.
+        index_path: SQLite file of the event index; default: in memory.
+        start_block: first block to index (the deployment block).
+        preflight: ``eth_call`` each transaction before signing it.
     """
 
     def __init__(
@@ -106,7 +116,7 @@ class Ledger:
         index_path: str | os.PathLike[str] | None = None,
         start_block: int = 0,
         preflight: bool = True,
-        _shared: tuple[EventIndex, threading.RLock, bool] | None = None,
+        _shared: tuple[EventIndex, threading.RLock] | None = None,
     ) -> None:
         self.chain = chain
         self.address = to_checksum_address(address)
@@ -129,7 +139,7 @@ class Ledger:
             self._lock = threading.RLock()
             self._owns = True
         else:
-            self._index, self._lock, _ = _shared
+            self._index, self._lock = _shared
             self._owns = False
         self._owns_chain = False
 
@@ -251,7 +261,7 @@ class Ledger:
             account,
             chain_id=self.expected_chain_id,
             preflight=self.preflight,
-            _shared=(self._index, self._lock, False),
+            _shared=(self._index, self._lock),
         )
 
     def close(self) -> None:
