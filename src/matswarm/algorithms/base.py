@@ -54,6 +54,18 @@ class LocalResult:
     n_samples: int
     loss: float
     ring_out: RingMessage | None = None
+    gradient: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"gradient"`` when the algorithm sends gradients, else ``"delta"`` (model delta)."""
+        return "delta" if self.gradient is None else "gradient"
+
+    def update_vector(self, start_global: np.ndarray) -> np.ndarray:
+        """What this org contributes: its gradient, or ``local - global`` as float32."""
+        if self.gradient is not None:
+            return np.asarray(self.gradient, dtype=np.float32)
+        return (self.params.astype(np.float64) - start_global).astype(np.float32)
 
 
 class Algorithm:

@@ -133,10 +133,17 @@ class RoundEngine:
     def run_round(self, round_: int) -> RoundRecord:
         g = self.run_state.global_params
         results = self.train_phase(round_)
+        honest = [
+            Update(self.task, round_, res.org, res.update_vector(g), res.n_samples, res.kind)
+            for res in results
+        ]
         updates = []
-        for res in results:
-            delta = (res.params.astype(np.float64) - g).astype(np.float32)
-            upd = Update(self.task, round_, res.org, delta, res.n_samples)
+        for p, upd, res in zip(self.participants, honest, results, strict=True):
+            # A Byzantine participant may replace its update after seeing the others' (the
+            # colluding attacks assume that); honest participants have no ``craft``.
+            craft = getattr(p, "craft", None)
+            if craft is not None:
+                upd = craft(upd, [u for u in honest if u.org != upd.org])
             self.hooks.publish(upd, res)
             updates.append(upd)
         accepted = self.hooks.collect(round_, updates)
