@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
-from ledger_helpers import Consortium
 
 from matswarm.ledger import Ledger
+
+from .ledger_helpers import Consortium
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 from hexbytes import HexBytes
-from ledger_helpers import h
 
 from matswarm.ledger import (
     ChainIdMismatch,
@@ -27,6 +26,8 @@ from matswarm.ledger import (
 )
 from matswarm.ledger.anvil import ANVIL_ENV, AnvilNode, find_anvil
 from matswarm.ledger.compile import load_artifact
+
+from .ledger_helpers import h
 
 # Skip only when anvil is simply not installed. If $MATSWARM_ANVIL is set (as CI
 # does) but wrong, the fixture fails instead, so CI can never skip silently.

@@ -7,7 +7,6 @@ import os
 import pytest
 from eth_account import Account
 from hexbytes import HexBytes
-from ledger_helpers import Consortium, h
 
 from matswarm.ledger import (
     ChainIdMismatch,
@@ -19,6 +18,8 @@ from matswarm.ledger import (
     default_quorum,
 )
 from matswarm.ledger.compile import load_artifact
+
+from .ledger_helpers import Consortium, h
 
 
 def _commit_all(c: Consortium, task: bytes, rnd: int, n: int = 4) -> None:

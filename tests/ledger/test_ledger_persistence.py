@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
-from ledger_helpers import Consortium, h
 
 import matswarm
 from matswarm.ledger import EmbeddedChain, Ledger, LedgerLocked, RoundPhase, TaskStatus
+
+from .ledger_helpers import Consortium, h
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
