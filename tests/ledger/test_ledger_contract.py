@@ -402,3 +402,17 @@ def test_embedded_node_rejects_a_transaction_signed_for_another_chain(
     with pytest.raises(TransactionRejected, match="invalid chain id"):
         led.chain.send_raw_transaction(c.orgs[0].sign_transaction(tx).raw_transaction)
     assert c.ledger.round_info(task, 0).commitments == {}
+
+
+def test_arguments_are_checked_at_the_boundary(consortium: Consortium) -> None:
+    c = consortium
+    task = c.task()
+    org = c.as_(c.orgs[0])
+    with pytest.raises(ValueError, match="update_hash must be 32 bytes"):
+        org.commit_update(task, 0, b"short", "bafy")
+    with pytest.raises(ValueError, match="cid is 129 bytes"):
+        org.commit_update(task, 0, h("u"), "b" * 129)
+    with pytest.raises(ValueError, match="metadata is 257 bytes"):
+        org.register_org(h("e"), h("x"), "m" * 257)
+    org.commit_update(task, 0, "0x" + h("u").hex(), "b" * 128)  # hex accepted, bound inclusive
+    assert c.ledger.round_info(task, 0).commitments[c.orgs[0].address].cid == "b" * 128

@@ -59,6 +59,19 @@ def _b32(value: HashLike, what: str) -> bytes:
     return raw
 
 
+#: String bounds of the contract (``MAX_CID``, ``MAX_META``, ``MAX_REASON``), in UTF-8 bytes.
+MAX_CID = 128
+MAX_META = 256
+MAX_REASON = 256
+
+
+def _text(value: str, limit: int, what: str) -> str:
+    """Check a string against the contract's bound here, with a message naming it."""
+    if len(value.encode()) > limit:
+        raise ValueError(f"{what} is {len(value.encode())} bytes; the contract allows {limit}")
+    return value
+
+
 def _opt(value: bytes) -> bytes | None:
     return None if value == b"\x00" * 32 else bytes(value)
 
@@ -379,7 +392,10 @@ class Ledger:
     def register_org(self, ed25519: HashLike, x25519: HashLike, metadata: str) -> TxResult:
         """Record (or rotate) this admitted org's Ed25519/X25519 public keys and metadata."""
         return self._transact(
-            "updateOrg", _b32(ed25519, "ed25519"), _b32(x25519, "x25519"), metadata
+            "updateOrg",
+            _b32(ed25519, "ed25519"),
+            _b32(x25519, "x25519"),
+            _text(metadata, MAX_META, "metadata"),
         )
 
     def propose_admission(
@@ -394,7 +410,7 @@ class Ledger:
             to_checksum_address(candidate),
             _b32(ed25519, "ed25519"),
             _b32(x25519, "x25519"),
-            metadata,
+            _text(metadata, MAX_META, "metadata"),
         )
         return self.is_admitted(candidate)
 
@@ -483,13 +499,18 @@ class Ledger:
     def commit_update(
         self, task_id: HashLike, round: int, update_hash: HashLike, cid: str
     ) -> TxResult:
-        """Commit this org's update (hash + content id) for ``round``; once per round."""
+        """Commit this org's update (hash + content id) for ``round``; once per round.
+
+        The contract binds the commitment to the sender. Commit the hash of the
+        signed envelope (which covers task, round and sender), so that copying
+        another org's hash gains nothing: its signature names the other org.
+        """
         return self._transact(
             "commitUpdate",
             _b32(task_id, "task_id"),
             int(round),
             _b32(update_hash, "update_hash"),
-            cid,
+            _text(cid, MAX_CID, "cid"),
         )
 
     def vote_global(self, task_id: HashLike, round: int, global_hash: HashLike) -> TxResult:
@@ -509,13 +530,16 @@ class Ledger:
             _b32(task_id, "task_id"),
             int(round),
             to_checksum_address(org),
-            reason,
+            _text(reason, MAX_REASON, "reason"),
         )
 
     def set_final_model(self, task_id: HashLike, model_hash: HashLike, cid: str) -> TxResult:
-        """ "Uploading": the issuer archives the final model once, after the last round."""
+        """The "uploading" transaction: the issuer archives the final model once, at the end."""
         return self._transact(
-            "setFinalModel", _b32(task_id, "task_id"), _b32(model_hash, "model_hash"), cid
+            "setFinalModel",
+            _b32(task_id, "task_id"),
+            _b32(model_hash, "model_hash"),
+            _text(cid, MAX_CID, "cid"),
         )
 
     def round_info(self, task_id: HashLike, round: int) -> RoundInfo:
