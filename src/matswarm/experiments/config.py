@@ -67,7 +67,7 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "hidden": ((int,), 32, "hidden size (mlp, rnn, lstm)"),
         "layers": ((int,), 3, "mlp: number of linear layers"),
         "l1": ((int, float), 1e-3, "lasso: L1 penalty"),
-        "chunk": ((int,), 7, "rnn/lstm: features per sequence step"),
+        "chunk": ((int,), 21, "rnn/lstm: features per sequence step"),
     },
     "training": {
         "methods": (

@@ -59,7 +59,7 @@ class _Recurrent(RegressionModel):
 
     cell: type[nn.RNNBase]
 
-    def __init__(self, n_features: int, hidden: int = 32, chunk: int = 7):
+    def __init__(self, n_features: int, hidden: int = 32, chunk: int = 21):
         super().__init__()
         self.chunk = chunk
         self.steps = math.ceil(n_features / chunk)
@@ -101,7 +101,9 @@ class ModelSpec:
     hidden: int = 32
     layers: int = 3
     l1: float = 1e-3
-    chunk: int = 7
+    # 21 features x 7 steps for the 147 perovskite descriptors: chosen on validation rows
+    # (LSTM MatSwarm val MSE 0.018 vs 0.064 with 7-wide steps, and 1.4x faster).
+    chunk: int = 21
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
