@@ -1,13 +1,20 @@
 """Aggregation rules as small configured objects, looked up by name.
 
 A rule object stores its parameters (validated in ``__init__``) and is called like the pure
-function it wraps: ``rule(stack, weights, center=None)``. ``center`` is the previous round's
-aggregate; only stateful rules (centered clipping) read it. Each rule names the work it rests on
-in :meth:`AggregationRule.citations`.
+function it wraps: ``rule(stack, weights, center=None)``.
+
+Pre-aggregation steps (:class:`PreAggregator`, e.g. nearest-neighbour mixing) transform the stack
+before any rule; :class:`Composed` chains them. ``make_rule("nnm+centered-clipping", f=1)`` and
+``make_rule("centered-clipping", pre="nnm", f=1)`` build the same thing. ``f`` is the task's
+assumed number of Byzantine orgs: it configures every step that takes an ``f``.
+
+``center`` is the previous round's aggregate; only stateful rules (centered clipping) read it.
+Each rule names the work it rests on in :meth:`AggregationRule.citations`.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import numpy as np
@@ -156,9 +163,125 @@ class CenteredClipping(AggregationRule):
         return R.centered_clipping(stack, weights, center=center, **self.params)
 
 
+class Bulyan(AggregationRule):
+    name = "bulyan"
+    _citations = (
+        "El Mhamdi et al., The Hidden Vulnerability of Distributed Learning in Byzantium, "
+        "ICML 2018 (Bulyan)",
+        *Krum._citations,
+    )
+
+    def __init__(self, f: int = 1):
+        super().__init__()
+        self.params = dict(f=int(f))
+
+    def min_participants(self) -> int:
+        return 4 * self.params["f"] + 3
+
+    def aggregate(self, stack, weights, center):
+        return R.bulyan(stack, weights, f=self.params["f"])
+
+
+class PreAggregator:
+    """A step applied to the ``(K, d)`` stack before the rule (same shape out, pure)."""
+
+    name: ClassVar[str]
+    _citations: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+
+    def transform(self, stack: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def min_participants(self) -> int:
+        return 1
+
+    @classmethod
+    def citations(cls) -> tuple[str, ...]:
+        return cls._citations
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({args})"
+
+
+class NearestNeighbourMixing(PreAggregator):
+    """NNM: each update becomes the mean of its ``n - f`` nearest updates (itself included)."""
+
+    name = "nnm"
+    _citations = (
+        "Allouah et al., Fixing by Mixing: A Recipe for Optimal Byzantine ML under "
+        "Heterogeneity, AISTATS 2023 (nearest-neighbour mixing)",
+    )
+
+    def __init__(self, f: int = 1):
+        super().__init__()
+        if int(f) < 0:
+            raise ValueError(f"nnm: f must be >= 0, got {f}")
+        self.params = dict(f=int(f))
+
+    def min_participants(self) -> int:
+        return self.params["f"] + 1
+
+    def transform(self, stack: np.ndarray) -> np.ndarray:
+        return R.nearest_neighbour_mixing(stack, f=self.params["f"])
+
+
+PRE_AGGREGATORS: dict[str, type[PreAggregator]] = {
+    NearestNeighbourMixing.name: NearestNeighbourMixing
+}
+
+
+class Composed(AggregationRule):
+    """Pre-aggregation steps followed by a rule, e.g. ``nnm+centered-clipping``.
+
+    Sample-count weights and the previous round's ``center`` pass through to the final rule
+    unchanged (row ``i`` of the mixed stack keeps org ``i``'s weight).
+    """
+
+    def __init__(self, pre: list[PreAggregator], rule: AggregationRule):
+        super().__init__()
+        if not pre:
+            raise ValueError("a composed rule needs at least one pre-aggregation step")
+        self.pre = list(pre)
+        self.rule = rule
+        self.name = "+".join([*(p.name for p in self.pre), rule.name])  # type: ignore[misc]
+        self.byzantine_tolerant = rule.byzantine_tolerant  # type: ignore[misc]
+        self.params = {"pre": [p.describe() for p in self.pre], **rule.params}
+
+    def min_participants(self) -> int:
+        return max([self.rule.min_participants(), *(p.min_participants() for p in self.pre)])
+
+    def citations(self) -> tuple[str, ...]:  # type: ignore[override]
+        out: list[str] = []
+        for c in (*(c for p in self.pre for c in p.citations()), *self.rule.citations()):
+            if c not in out:
+                out.append(c)
+        return tuple(out)
+
+    def describe(self) -> str:
+        return "+".join([*(p.describe() for p in self.pre), self.rule.describe()])
+
+    def aggregate(self, stack, weights, center):
+        x = np.asarray(stack)
+        for p in self.pre:
+            x = p.transform(x)
+        return self.rule.aggregate(x, weights, center)
+
+
 RULES: dict[str, type[AggregationRule]] = {
     cls.name: cls
-    for cls in (Mean, Median, TrimmedMean, Krum, MultiKrum, GeometricMedian, CenteredClipping)
+    for cls in (
+        Mean,
+        Median,
+        TrimmedMean,
+        Krum,
+        MultiKrum,
+        GeometricMedian,
+        CenteredClipping,
+        Bulyan,
+    )
 }
 
 
@@ -168,15 +291,43 @@ def register(cls: type[AggregationRule]) -> type[AggregationRule]:
     return cls
 
 
-def make_rule(name: str, **params: Any) -> AggregationRule:
-    """Build a rule by name; unknown names and parameters are errors that list the valid ones."""
+def _accepts(cls: type, key: str) -> bool:
+    return key in inspect.signature(cls.__init__).parameters
+
+
+def make_rule(name: str, *, pre: str | list[str] | None = None, **params: Any) -> AggregationRule:
+    """Build a rule by name; unknown names and parameters are errors that list the valid ones.
+
+    ``name`` may carry pre-aggregation steps joined with ``+`` (``"nnm+centered-clipping"``), or
+    they may be given as ``pre="nnm"``. ``f`` goes to every step whose constructor takes it; any
+    other parameter goes to the final rule.
+    """
+    parts = [p.strip() for p in name.split("+")]
+    if isinstance(pre, str):
+        pre = [p.strip() for p in pre.split("+") if p.strip()]
+    steps = [*(pre or []), *parts[:-1]]
+    base = parts[-1]
     try:
-        cls = RULES[name]
+        cls = RULES[base]
     except KeyError:
         raise ValueError(
-            f"unknown aggregation rule {name!r}; choose one of {', '.join(RULES)}"
+            f"unknown aggregation rule {base!r}; choose one of {', '.join(RULES)} "
+            f"(optionally prefixed by {', '.join(p + '+' for p in PRE_AGGREGATORS)})"
         ) from None
+    pre_objs: list[PreAggregator] = []
+    for step in steps:
+        try:
+            pcls = PRE_AGGREGATORS[step]
+        except KeyError:
+            raise ValueError(
+                f"unknown pre-aggregation step {step!r}; choose one of {', '.join(PRE_AGGREGATORS)}"
+            ) from None
+        pre_objs.append(pcls(**({"f": params["f"]} if "f" in params else {})))
+    rule_params = dict(params)
+    if pre_objs and "f" in rule_params and not _accepts(cls, "f"):
+        rule_params.pop("f")  # consumed by the pre-aggregation step(s)
     try:
-        return cls(**params)
+        rule = cls(**rule_params)
     except TypeError as exc:
-        raise ValueError(f"bad parameters for aggregation rule {name!r}: {exc}") from None
+        raise ValueError(f"bad parameters for aggregation rule {base!r}: {exc}") from None
+    return Composed(pre_objs, rule) if pre_objs else rule

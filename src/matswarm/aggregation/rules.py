@@ -18,6 +18,18 @@ Conventions (pinned here because libraries differ, see ``shared/notes``):
   from a Byzantine org); trimmed mean drops ``f`` values at each end and needs ``n > 2f``.
 * Geometric median: weighted Weiszfeld, started at the coordinate-wise median, with a smoothing
   ``eps`` against zero distances, stopping at relative change ``tol`` or ``max_iter``.
+* Bulyan (El Mhamdi et al. 2018) needs ``n >= 4f + 3``. Selection: ``theta = n - 2f`` updates
+  chosen one at a time, each the Krum winner of the updates not yet chosen, Krum's score on a
+  remaining set ``R`` summing the ``max(1, |R| - f - 2)`` nearest others (the ``max(1, .)``
+  matters only for the last picks, where ``|R| - f - 2`` reaches 0; distances are computed once,
+  on the whole stack; equal scores go to the lower participant index, and with one neighbour two
+  mutual nearest updates always tie, so the selection depends on the fixed participant order, as
+  every bit of the protocol does). Then, per coordinate, the mean of the ``beta = theta - 2f``
+  selected values closest to their median (ties in distance: lower participant index). Unweighted.
+* Nearest-neighbour mixing (NNM, Allouah et al. 2023) is a pre-aggregation step: every update is
+  replaced by the unweighted mean of its ``n - f`` nearest updates, itself included (ties: itself
+  first, then lower index); needs ``f < n``. It is a ``(K, K)`` row-stochastic mixing matrix
+  applied to the stack, never a ``(K, n - f, d)`` tensor.
 * Centered clipping (Karimireddy et al. 2021): ``v <- v + mean_i clip_tau(x_i - v)``, ``iters``
   times, from ``center`` (the previous round's aggregate when the protocol provides it, else 0).
   ``tau=None`` uses the median distance to the centre, a scale-free choice documented as ours.
@@ -141,6 +153,76 @@ def multi_krum(
     order = np.argsort(krum_scores(x, f), kind="stable")
     chosen = np.sort(order[:m])
     return weighted_mean(x[chosen], w[chosen])
+
+
+def bulyan_selection(stack: np.ndarray, f: int) -> np.ndarray:
+    """Indices (ascending) of the ``theta = n - 2f`` updates Bulyan's recursive Krum selects."""
+    x = np.asarray(stack)
+    n = x.shape[0]
+    _require(n, f, 4 * f + 3, "Bulyan", "4f + 3")
+    d = pairwise_sq_distances(x)
+    remaining = list(range(n))
+    chosen: list[int] = []
+    while len(chosen) < n - 2 * f:
+        nb = max(1, len(remaining) - f - 2)
+        best, best_score = remaining[0], np.inf
+        for i in remaining:  # ascending index: the first of equal scores wins
+            others = np.sort(d[i, [j for j in remaining if j != i]])
+            score = float(np.float32(others[:nb].sum()))
+            if score < best_score:
+                best, best_score = i, score
+        chosen.append(best)
+        remaining.remove(best)
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def bulyan(stack: np.ndarray, weights: np.ndarray | None = None, f: int = 1) -> np.ndarray:
+    """Bulyan: recursive-Krum selection, then coordinate-wise mean of the ``beta`` values
+    closest to the median of the selected ones (see the module docstring)."""
+    x, _ = _validate(stack, weights)
+    sel = x[bulyan_selection(x, f)].astype(np.float64)
+    theta = sel.shape[0]
+    beta = theta - 2 * f
+    s = np.sort(sel, axis=0)
+    med = s[theta // 2] if theta % 2 else (s[theta // 2 - 1] + s[theta // 2]) / 2.0
+    # stable argsort over rows in participant order: equal distances keep the lower index first
+    closest = np.argsort(np.abs(sel - med), axis=0, kind="stable")[:beta]
+    picked = np.take_along_axis(sel, closest, axis=0)
+    return (_row_sum(picked) / beta).astype(np.float32)
+
+
+def nnm_matrix(stack: np.ndarray, f: int) -> np.ndarray:
+    """NNM's ``(K, K)`` mixing matrix: row ``i`` puts ``1/(n-f)`` on ``i``'s ``n - f`` nearest
+    updates (itself included) and 0 elsewhere."""
+    x = np.asarray(stack)
+    n = x.shape[0]
+    if f < 0:
+        raise AggregationError(f"NNM: f (assumed Byzantine orgs) must be >= 0, got {f}")
+    if f >= n:
+        raise AggregationError(
+            f"NNM with f={f} needs n >= f + 1 = {f + 1} updates, got n={n}; "
+            "lower f or add participants"
+        )
+    d = pairwise_sq_distances(x)
+    k = n - f
+    w = np.zeros((n, n), dtype=np.float64)
+    for i in range(n):
+        # sort key: distance, then "not itself", then index: itself is always among the nearest
+        order = sorted(range(n), key=lambda j, i=i: (d[i, j], j != i, j))
+        w[i, order[:k]] = 1.0 / k
+    return w
+
+
+def nearest_neighbour_mixing(stack: np.ndarray, f: int = 1) -> np.ndarray:
+    """Replace every update by the mean of its ``n - f`` nearest neighbours (float32 stack)."""
+    x, _ = _validate(stack, None)
+    w = nnm_matrix(x, f)
+    x64 = x.astype(np.float64)
+    out = np.empty_like(x64)
+    for i in range(x.shape[0]):
+        nbrs = np.flatnonzero(w[i])  # ascending order: reproducible bits
+        out[i] = _row_sum(x64[nbrs]) / len(nbrs)
+    return out.astype(np.float32)
 
 
 def geometric_median(
