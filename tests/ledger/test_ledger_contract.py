@@ -144,6 +144,26 @@ def test_admission_governance(consortium: Consortium) -> None:
     assert names.count("AdmissionVoted") == 4 and names[-1] == "OrgAdmitted"
 
 
+def test_withdrawn_admission_votes_do_not_carry_over(consortium: Consortium) -> None:
+    c = consortium
+    cand = Account.create()
+    a, b, d, e = (c.as_(o) for o in c.orgs[:4])
+    a.propose_admission(cand.address, h("wrong-ed"), h("x"), "typo")
+    b.vote_admission(cand.address)
+    d.vote_admission(cand.address)  # 3 of the 4 needed
+    with pytest.raises(ContractRevert, match="not the proposer"):
+        b.withdraw_admission(cand.address)
+    a.withdraw_admission(cand.address)
+    with pytest.raises(ContractRevert, match="no open proposal"):
+        e.vote_admission(cand.address)
+    # a fresh proposal starts from zero: old approvals are void, voters may vote again
+    assert b.propose_admission(cand.address, h("right-ed"), h("x"), "lab-8") is False
+    assert d.vote_admission(cand.address) is False
+    assert a.vote_admission(cand.address) is False
+    assert e.vote_admission(cand.address) is True
+    assert c.ledger.org_info(cand.address).ed25519 == h("right-ed")
+
+
 # --------------------------------------------------------------------- tasks
 
 

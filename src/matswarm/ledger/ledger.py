@@ -419,6 +419,10 @@ class Ledger:
         self._transact("voteAdmission", to_checksum_address(candidate))
         return self.is_admitted(candidate)
 
+    def withdraw_admission(self, candidate: str) -> TxResult:
+        """Withdraw the open proposal for ``candidate`` (its proposer or a founder only)."""
+        return self._transact("withdrawAdmission", to_checksum_address(candidate))
+
     def is_admitted(self, org: str) -> bool:
         return bool(self._view("isAdmitted", to_checksum_address(org)))
 
@@ -588,7 +592,8 @@ class Ledger:
         """Indexed contract events (all, or one task's), in chain order.
 
         Names are the contract's events: ``OrgAdmitted``, ``OrgUpdated``,
-        ``AdmissionProposed``, ``AdmissionVoted``, ``TaskCreated``, ``RoundOpened``,
+        ``AdmissionProposed``, ``AdmissionWithdrawn``,
+        ``AdmissionVoted``, ``TaskCreated``, ``RoundOpened``,
         ``UpdateCommitted``, ``CommitsClosed``, ``GlobalVoted``, ``RoundFinalized``,
         ``UpdateRejected``, ``TaskCompleted``, ``TaskAborted``, ``FinalModelSet``.
         Arguments keep the contract's names; bytes are 0x-hex strings.

@@ -115,6 +115,10 @@ event AdmissionProposed:
     x25519: bytes32
     meta: String[MAX_META]
 
+event AdmissionWithdrawn:
+    candidate: indexed(address)
+    by: indexed(address)
+
 event AdmissionVoted:
     candidate: indexed(address)
     voter: indexed(address)
@@ -191,7 +195,9 @@ orgs: HashMap[address, Org]
 memberCount: public(uint256)
 memberAt: public(HashMap[uint256, address])
 proposals: HashMap[address, Proposal]
-admissionVoted: HashMap[address, HashMap[address, bool]]
+# votes are per proposal, so a withdrawn proposal's votes never count for a new one
+proposalSerial: HashMap[address, uint256]
+admissionVoted: HashMap[address, HashMap[uint256, HashMap[address, bool]]]
 
 tasks: HashMap[bytes32, Task]
 taskCount: public(uint256)
@@ -270,6 +276,7 @@ def proposeAdmission(candidate: address, ed25519: bytes32, x25519: bytes32, meta
     self.proposals[candidate] = Proposal(
         ed25519=ed25519, x25519=x25519, meta=meta, proposer=msg.sender, votes=0, open=True
     )
+    self.proposalSerial[candidate] += 1
     log AdmissionProposed(candidate=candidate, proposer=msg.sender, ed25519=ed25519, x25519=x25519, meta=meta)
     self._voteAdmission(candidate)
 
@@ -282,10 +289,21 @@ def voteAdmission(candidate: address):
     self._voteAdmission(candidate)
 
 
+@external
+def withdrawAdmission(candidate: address):
+    """@notice The proposer or a founder withdraws an open proposal (e.g. wrong keys)."""
+    self._onlyMember()
+    assert self.proposals[candidate].open, "no open proposal"
+    assert msg.sender == self.proposals[candidate].proposer or self.orgs[msg.sender].founder, "not the proposer"
+    self.proposals[candidate].open = False
+    log AdmissionWithdrawn(candidate=candidate, by=msg.sender)
+
+
 @internal
 def _voteAdmission(candidate: address):
-    assert not self.admissionVoted[candidate][msg.sender], "already voted"
-    self.admissionVoted[candidate][msg.sender] = True
+    serial: uint256 = self.proposalSerial[candidate]
+    assert not self.admissionVoted[candidate][serial][msg.sender], "already voted"
+    self.admissionVoted[candidate][serial][msg.sender] = True
     n: uint256 = self.proposals[candidate].votes + 1
     self.proposals[candidate].votes = n
     needed: uint256 = self._twoThirds(self.memberCount)
