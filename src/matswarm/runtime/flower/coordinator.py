@@ -1,0 +1,496 @@
+"""The coordinator: an untrusted relay that drives :class:`~matswarm.protocol.RoundEngine` over
+Flower messages.
+
+It runs inside the Flower ServerApp (deployment) or on the in-process :class:`LocalGrid`
+(contract tests), and it never trains, never sees a row, and holds no key. Each organisation is
+a :class:`RemoteParticipant` of the one round engine: ``train`` is a ``train.local`` message cycle
+to the org's node. For parallel algorithms all orgs are asked at once (the engine then reads the
+replies); for ring algorithms every hop is one message cycle (nodes cannot message each other).
+
+Deadlines and dropouts: a round has a deadline (``TaskSpec.round_deadline_s``). When it passes,
+the round proceeds with the orgs that answered if they are at least the quorum; the missing orgs
+are recorded (:attr:`TaskResult.dropouts`). With fewer than quorum the task waits, saying what it
+waits for ("2 of 3 updates for round 7; missing: org-c"), until ``stall_timeout_s``. An org whose
+node comes back (a new SuperNode) is re-admitted at the next round and trains from the latest
+finalised global model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from matswarm.runtime.flower.codec import Payload, from_recorddict, to_recorddict
+from matswarm.runtime.flower.node import decode_result
+from matswarm.runtime.flower.spec import TaskSpec
+
+log = logging.getLogger("matswarm.coordinator")
+
+
+class OrgUnavailable(RuntimeError):
+    def __init__(self, org: str, reason: str):
+        super().__init__(f"{org}: {reason}")
+        self.org = org
+        self.reason = reason
+
+
+class TaskStalled(RuntimeError):
+    """Fewer than quorum orgs answered before ``stall_timeout_s``."""
+
+
+class NodeLink:
+    """Push messages and pull replies on a Flower ``Grid`` with a short poll loop of our own
+    (``Grid.send_and_receive`` of the deployment grid sleeps 3 s between pulls)."""
+
+    def __init__(self, grid, poll_s: float = 0.02):
+        self.grid = grid
+        self.poll_s = poll_s
+
+    def push(self, node_id: int, message_type: str, payload: Payload, group: str = "") -> str:
+        from flwr.app import Message
+
+        msg = Message(
+            to_recorddict(payload), dst_node_id=node_id, message_type=message_type, group_id=group
+        )
+        return next(iter(self.grid.push_messages([msg])))
+
+    def wait(
+        self,
+        pending: dict[str, str],
+        deadline: float | None,
+        on_wait: Callable[[set[str]], None] | None = None,
+        every_s: float = 5.0,
+    ) -> dict[str, Payload]:
+        """Collect replies for ``pending`` (message id -> key) until all arrived or ``deadline``.
+
+        ``on_wait(keys still missing)`` is called every ``every_s`` seconds while waiting.
+        """
+        out: dict[str, Payload] = {}
+        left = dict(pending)
+        next_note = time.monotonic() + every_s
+        while left:
+            for msg in self.grid.pull_messages(list(left)):
+                key = left.pop(msg.metadata.reply_to_message_id, None)
+                if key is None:
+                    continue
+                if msg.has_error():
+                    err = msg.error
+                    out[key] = Payload({"error": f"flower error {err.code}: {err.reason}"})
+                else:
+                    out[key] = from_recorddict(msg.content)
+            if not left:
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if on_wait is not None and now >= next_note:
+                on_wait(set(left.values()))
+                next_note = now + every_s
+            time.sleep(self.poll_s)
+        return out
+
+    def cycle(
+        self,
+        requests: dict[str, tuple[int, str, Payload]],
+        deadline: float | None,
+        group: str = "",
+        on_wait: Callable[[set[str]], None] | None = None,
+    ) -> dict[str, Payload]:
+        pending = {self.push(nid, mt, p, group): key for key, (nid, mt, p) in requests.items()}
+        return self.wait(pending, deadline, on_wait)
+
+
+@dataclass
+class OrgState:
+    name: str
+    node_id: int | None = None
+    n_samples: int = 0
+    joined: bool = False
+
+
+class RemoteParticipant:
+    """An organisation as the round engine sees it; ``train`` is a message cycle to its node."""
+
+    def __init__(self, coordinator: FlowerCoordinator, org: OrgState):
+        self._c = coordinator
+        self._org = org
+        self.name = org.name
+        self.prefetched: tuple[int, np.ndarray, object] | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return self._org.n_samples
+
+    def train(self, round_: int, start_params: np.ndarray, ring_in):
+        pre = self.prefetched
+        if (
+            pre is not None
+            and pre[0] == round_
+            and ring_in is None
+            and np.array_equal(pre[1], start_params)
+        ):
+            self.prefetched = None
+            return pre[2]
+        return self._c.train_one(self._org, round_, start_params, ring_in)
+
+
+@dataclass
+class TaskResult:
+    """What the coordinator saw: per-round hashes and who took part or was missing."""
+
+    task: str
+    rounds: list[dict] = field(default_factory=list)
+    dropouts: dict[int, list[str]] = field(default_factory=dict)
+    final_hash: str = ""
+    run: object = None  # matswarm.protocol.TaskRun
+
+    @property
+    def hashes(self) -> list[str]:
+        return [r["global_hash"] for r in self.rounds]
+
+    def to_json(self) -> dict:
+        return {
+            "task": self.task,
+            "rounds": self.rounds,
+            "dropouts": {str(k): v for k, v in self.dropouts.items()},
+            "final_hash": self.final_hash,
+        }
+
+
+class FlowerCoordinator:
+    """Runs one task over a Flower grid. ``hooks`` are the engine's trust hooks (optional)."""
+
+    def __init__(
+        self,
+        grid,
+        spec: TaskSpec,
+        *,
+        hooks=None,
+        status_path: str | Path | None = None,
+        stall_timeout_s: float | None = None,
+        join_timeout_s: float = 120.0,
+        probe_timeout_s: float = 10.0,
+        poll_s: float = 0.02,
+        notify: Callable[[str], None] | None = None,
+    ):
+        self.grid = grid
+        self.spec = spec
+        self.link = NodeLink(grid, poll_s)
+        self.hooks = hooks
+        self.status_path = Path(status_path) if status_path else None
+        self.stall_timeout_s = (
+            stall_timeout_s if stall_timeout_s is not None else 10 * spec.round_deadline_s
+        )
+        self.join_timeout_s = join_timeout_s
+        self.probe_timeout_s = probe_timeout_s
+        self.notify = notify or (lambda line: log.info("%s", line))
+        self.orgs = {name: OrgState(name) for name in spec.orgs}
+        self.stats: Payload | None = None
+        self.result = TaskResult(spec.task)
+        self.engine = None
+        self._round = 0
+        self._dead_nodes: set[int] = set()
+
+    # -- status -------------------------------------------------------------------------------
+    def _status(self, state: str, waiting: str = "") -> None:
+        line = f"[{self.spec.task}] {state}" + (f": {waiting}" if waiting else "")
+        self.notify(line)
+        if self.status_path is not None:
+            self.status_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.status_path.with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "state": state,
+                        "waiting_for": waiting,
+                        "round": self._round,
+                        **self.result.to_json(),
+                    },
+                    indent=1,
+                )
+            )
+            tmp.replace(self.status_path)
+
+    def live(self) -> list[OrgState]:
+        return [o for o in self.orgs.values() if o.joined and o.node_id is not None]
+
+    def _drop(self, org: OrgState, reason: str) -> None:
+        if org.node_id is not None:
+            self._dead_nodes.add(org.node_id)
+        org.joined = False
+        org.node_id = None
+        self.notify(f"[{self.spec.task}] {org.name} dropped out: {reason}")
+
+    # -- discovery and setup ------------------------------------------------------------------
+    def _spec_payload(self, extra: Payload | None = None) -> Payload:
+        p = Payload({"spec": self.spec.to_json(), "task": self.spec.task})
+        if extra is not None:
+            p.config.update(extra.config)
+            p.arrays.update(extra.arrays)
+        return p
+
+    def discover(self, timeout: float) -> None:
+        """Ask every not-yet-mapped node who it is (``query.hello``)."""
+        known = {o.node_id for o in self.orgs.values() if o.node_id is not None}
+        fresh = [
+            n for n in self.grid.get_node_ids() if n not in known and n not in self._dead_nodes
+        ]
+        if not fresh:
+            return
+        hello = Payload({"task": self.spec.task})
+        replies = self.link.cycle(
+            {str(n): (n, "query.hello", hello) for n in fresh}, time.monotonic() + timeout
+        )
+        for key, rep in replies.items():
+            name = str(rep.config.get("org", ""))
+            if "error" in rep.config or name not in self.orgs:
+                continue  # a node of another org / task: not ours
+            org = self.orgs[name]
+            if org.node_id is not None and org.node_id != int(key):
+                self._dead_nodes.add(org.node_id)  # the org came back on a new node
+            org.node_id = int(key)
+            org.joined = False
+
+    def setup(self) -> None:
+        """Map orgs to nodes, gather scaling statistics from every org, and join them all."""
+        t_end = time.monotonic() + self.join_timeout_s
+        while True:
+            self.discover(timeout=min(self.probe_timeout_s, max(t_end - time.monotonic(), 0.1)))
+            missing = [o.name for o in self.orgs.values() if o.node_id is None]
+            if not missing:
+                break
+            self._status(
+                "waiting",
+                f"{len(self.orgs) - len(missing)} of {len(self.orgs)} "
+                f"nodes online for setup; missing: {', '.join(missing)}",
+            )
+            if time.monotonic() >= t_end:
+                raise TaskStalled(f"setup: nodes not online: {', '.join(missing)}")
+            time.sleep(1.0)
+        reqs = {
+            o.name: (o.node_id, "query.stats", self._spec_payload()) for o in self.orgs.values()
+        }
+        replies = self.link.cycle(reqs, t_end)
+        stats = Payload()
+        for i, name in enumerate(self.spec.orgs):
+            rep = replies.get(name)
+            if rep is None or "error" in rep.config:
+                why = rep.config["error"] if rep is not None else "no answer"
+                raise OrgUnavailable(name, f"refused the task: {why}")
+            stats.config[f"count_{i}"] = int(rep.config["count"])
+            for k in ("x_sum", "x_sumsq", "y_sum", "y_sumsq"):
+                stats.arrays[f"{k}_{i}"] = rep.arrays[k]
+        self.stats = stats
+        self._join(list(self.orgs.values()), t_end)
+        missing = [o.name for o in self.orgs.values() if not o.joined]
+        if missing:
+            raise OrgUnavailable(missing[0], "did not join")
+
+    def _join(self, orgs: Iterable[OrgState], deadline: float) -> None:
+        assert self.stats is not None
+        reqs = {o.name: (o.node_id, "query.join", self._spec_payload(self.stats)) for o in orgs}
+        for name, rep in self.link.cycle(reqs, deadline).items():
+            if "error" in rep.config:
+                self.notify(f"[{self.spec.task}] {name} refused to join: {rep.config['error']}")
+                continue
+            self.orgs[name].n_samples = int(rep.config["n_samples"])
+            self.orgs[name].joined = True
+
+    def readmit(self) -> None:
+        """Before a round: let orgs that dropped out and came back on a new node rejoin."""
+        if all(o.joined for o in self.orgs.values()):
+            return
+        self.discover(timeout=self.probe_timeout_s)
+        back = [o for o in self.orgs.values() if o.node_id is not None and not o.joined]
+        if back:
+            self._join(back, time.monotonic() + self.probe_timeout_s)
+            for o in back:
+                if o.joined:
+                    self.notify(f"[{self.spec.task}] {o.name} rejoined at round {self._round}")
+
+    # -- training -----------------------------------------------------------------------------
+    def _train_payload(self, round_: int, start: np.ndarray, ring_in) -> Payload:
+        p = Payload(
+            {"task": self.spec.task, "round": round_},
+            {"start": np.asarray(start, dtype=np.float32)},
+        )
+        if ring_in is not None:
+            p.config["ring_in"] = True
+            if ring_in.statistics is not None:
+                p.arrays["ring_stats"] = ring_in.statistics
+            if ring_in.params is not None:
+                p.arrays["ring_params"] = ring_in.params
+        return p
+
+    def _deadline(self) -> float:
+        return self._round_started + self.spec.round_deadline_s
+
+    def train_one(self, org: OrgState, round_: int, start: np.ndarray, ring_in):
+        """One ring hop (or a non-prefetched training request): a single message cycle."""
+        if org.node_id is None or not org.joined:
+            raise OrgUnavailable(org.name, "not connected")
+        reps = self.link.cycle(
+            {org.name: (org.node_id, "train.local", self._train_payload(round_, start, ring_in))},
+            self._deadline(),
+            group=str(round_),
+            on_wait=lambda _m: self._status("running", f"round {round_}: ring hop at {org.name}"),
+        )
+        rep = reps.get(org.name)
+        if rep is None:
+            raise OrgUnavailable(org.name, f"no update before the round {round_} deadline")
+        if "error" in rep.config:
+            raise OrgUnavailable(org.name, str(rep.config["error"]))
+        return decode_result(rep)
+
+    def _parallel(self, round_: int, g: np.ndarray, orgs: list[OrgState]) -> dict[str, object]:
+        """Ask every live org at once; wait for all, or the deadline (then >= quorum)."""
+        q = self.spec.effective_quorum
+        payload = self._train_payload(round_, g, None)
+        pending = {
+            self.link.push(o.node_id, "train.local", payload, str(round_)): o.name for o in orgs
+        }
+        got: dict[str, Payload] = {}
+        stall_end = self._round_started + self.stall_timeout_s
+
+        def note(missing: set[str]) -> None:
+            absent = set(missing) | (set(self.spec.orgs) - {o.name for o in orgs})
+            have = len(self.spec.orgs) - len(absent)
+            self._status(
+                "waiting",
+                f"{have} of {len(self.spec.orgs)} updates for round {round_}"
+                f"; missing: {', '.join(sorted(missing))}",
+            )
+
+        got.update(self.link.wait(pending, self._deadline(), note))
+        if len(got) < q:  # stalled: keep waiting for the quorum, saying for whom
+            rest = {mid: k for mid, k in pending.items() if k not in got}
+            while len(got) < q and time.monotonic() < stall_end:
+                note({k for k in rest.values() if k not in got})
+                got.update(
+                    self.link.wait(
+                        {m: k for m, k in rest.items() if k not in got},
+                        min(time.monotonic() + 5.0, stall_end),
+                    )
+                )
+            if len(got) < q:
+                missing = sorted(set(self.spec.orgs) - set(got))
+                raise TaskStalled(
+                    f"{len(got)} of {len(self.spec.orgs)} updates for round "
+                    f"{round_} (quorum {q}); missing: {', '.join(missing)}"
+                )
+        results = {}
+        for name, rep in got.items():
+            if "error" in rep.config:
+                self._drop(self.orgs[name], str(rep.config["error"]))
+                continue
+            results[name] = decode_result(rep)
+        for o in orgs:
+            if o.name not in got:
+                self._drop(o, f"no update before the round {round_} deadline")
+        return results
+
+    def run(self, start_round: int = 1):
+        """Set up, then run every round; returns :class:`TaskResult` (with ``run``)."""
+        from matswarm.protocol import Aggregator, RoundEngine
+        from matswarm.runtime.inprocess import configure_torch
+
+        configure_torch()
+        spec = self.spec
+        algo = spec.make_algorithm()
+        rule = spec.make_rule()
+        if len(spec.orgs) < rule.min_participants():
+            raise ValueError(
+                f"aggregation rule {rule.describe()} needs at least "
+                f"{rule.min_participants()} organisations"
+            )
+        self._status("setup")
+        self.setup()
+        initial = spec.initial_global()
+        proxies = {name: RemoteParticipant(self, self.orgs[name]) for name in spec.orgs}
+        aggregator = Aggregator(algo, rule, list(spec.orgs), initial)
+        engine = RoundEngine(
+            spec.task, algo, aggregator, list(proxies.values()), initial, self.hooks
+        )
+        self.engine = engine
+        q = spec.effective_quorum
+        for t in range(start_round, algo.rounds + 1):
+            self._round = t
+            self.readmit()
+            missing_round: set[str] = set()
+            while True:
+                self._round_started = time.monotonic()
+                live = [o for o in self.live() if o.name in proxies]
+                live.sort(key=lambda o: spec.orgs.index(o.name))
+                missing_round |= {n for n in spec.orgs if n not in {o.name for o in live}}
+                if len(live) < q:
+                    self._wait_for_quorum(t)
+                    continue
+                g = engine.run_state.global_params
+                if not algo.ring:
+                    results = self._parallel(t, g, live)
+                    live = [o for o in live if o.name in results]
+                    for o in live:
+                        proxies[o.name].prefetched = (t, g, results[o.name])
+                    if len(live) < q:
+                        continue
+                engine.participants = [proxies[o.name] for o in live]
+                carry = engine.ring_carry
+                try:
+                    record = engine.run_round(t)
+                    break
+                except OrgUnavailable as exc:  # a ring hop timed out: redo the round without it
+                    engine.ring_carry = carry
+                    self._drop(self.orgs[exc.org], exc.reason)
+                    missing_round.add(exc.org)
+            missing = sorted(set(spec.orgs) - set(record.participants))
+            if missing:
+                self.result.dropouts[t] = missing
+            self.result.rounds.append(
+                {
+                    "round": t,
+                    "global_hash": record.global_hash,
+                    "participants": list(record.participants),
+                    "missing": missing,
+                    "train_loss": record.train_loss,
+                }
+            )
+            self._status(
+                "running",
+                f"round {t} of {algo.rounds} final ({record.global_hash[:12]}"
+                f"…; {len(record.participants)} of {len(spec.orgs)} orgs)",
+            )
+        g = engine.run_state.global_params
+        from matswarm.protocol import vector_hash
+
+        self.result.final_hash = vector_hash(g)
+        fin = Payload({"task": spec.task}, {"global": g})
+        self.link.cycle(
+            {o.name: (o.node_id, "query.finish", fin) for o in self.live()},
+            time.monotonic() + self.probe_timeout_s,
+        )
+        self.result.run = engine.run_state
+        self._status("finished", f"final model {self.result.final_hash[:12]}…")
+        return self.result
+
+    def _wait_for_quorum(self, round_: int) -> None:
+        q = self.spec.effective_quorum
+        end = time.monotonic() + self.stall_timeout_s
+        while time.monotonic() < end:
+            live = {o.name for o in self.live()}
+            if len(live) >= q:
+                return
+            missing = [n for n in self.spec.orgs if n not in live]
+            self._status(
+                "waiting",
+                f"{len(live)} of {len(self.spec.orgs)} orgs connected for "
+                f"round {round_} (quorum {q}); missing: {', '.join(missing)}",
+            )
+            time.sleep(2.0)
+            self.readmit()
+        raise TaskStalled(f"round {round_}: fewer than {q} orgs connected")

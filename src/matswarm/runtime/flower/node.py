@@ -1,0 +1,202 @@
+"""An organisation's long-lived node: its private table, its model, its optimiser, its checks.
+
+:class:`OrgService` is the org's side of the Flower runtime. It is created once per node process
+(``matswarm node start``), so torch is imported and the table is read once; the Flower ClientApp
+that the coordinator's run executes is only a shim that forwards each message here over the
+local channel (:mod:`matswarm.runtime.flower.channel`). Everything trust-relevant happens here,
+in code the org installed: the task's code hashes are checked against this installation, the
+task's participant list must name this org, and training always uses this org's own rows.
+
+Requests (``kind``): ``hello`` (who am I, which code), ``stats`` (per-column sufficient statistics
+for the federated standardiser), ``join`` (build the org's model for the task), ``train`` (one
+local round), ``finish`` (store the final model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from matswarm.runtime.flower.codec import Payload
+from matswarm.runtime.flower.spec import SpecError, TaskSpec, code_hashes
+
+log = logging.getLogger("matswarm.node")
+
+
+class NodeRefusal(RuntimeError):
+    """The node declines a request; the reason travels back to the coordinator."""
+
+
+@dataclass
+class _Joined:
+    spec: TaskSpec
+    node: object  # matswarm.protocol.OrgNode
+    last_round: int = 0
+
+
+def stats_payload(x_stats, y_stats) -> Payload:
+    return Payload(
+        {"count": int(x_stats.count)},
+        {
+            "x_sum": x_stats.sum,
+            "x_sumsq": x_stats.sumsq,
+            "y_sum": y_stats.sum,
+            "y_sumsq": y_stats.sumsq,
+        },
+    )
+
+
+class OrgService:
+    """The org's private state and its answers to the coordinator's requests."""
+
+    def __init__(self, org: str, data: str | Path, workdir: str | Path | None = None):
+        from matswarm.data import read_table
+        from matswarm.runtime.inprocess import configure_torch
+
+        configure_torch()
+        self.org = org
+        self.data_path = Path(data)
+        self.table = read_table(self.data_path)  # read once, kept in memory
+        self.workdir = Path(workdir) if workdir else None
+        self.tasks: dict[str, _Joined] = {}
+        self.started = time.time()
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def handle(self, kind: str, p: Payload) -> Payload:
+        try:
+            fn = getattr(self, f"_on_{kind}", None)
+            if fn is None:
+                raise NodeRefusal(f"unknown request {kind!r}")
+            return fn(p)
+        except (NodeRefusal, SpecError, ValueError) as exc:
+            log.warning("%s: refused %s: %s", self.org, kind, exc)
+            return Payload({"error": str(exc), "org": self.org})
+
+    def _spec(self, p: Payload) -> TaskSpec:
+        spec = TaskSpec.from_json(str(p.config["spec"]))
+        spec.check_code()
+        if self.org not in spec.orgs:
+            raise NodeRefusal(f"{self.org} is not a participant of task {spec.task!r}")
+        return spec
+
+    def _encoded(self, spec: TaskSpec):
+        X, y = spec.make_schema().encode(self.table, str(self.data_path))
+        return X, y
+
+    # -- requests -----------------------------------------------------------------------------
+    def _on_hello(self, p: Payload) -> Payload:
+        task = str(p.config.get("task", ""))
+        joined = self.tasks.get(task)
+        hashes = code_hashes()
+        return Payload(
+            {
+                "org": self.org,
+                "code_train": hashes["train"],
+                "code_aggregation": hashes["aggregation"],
+                "joined": joined is not None,
+                "last_round": joined.last_round if joined else 0,
+            }
+        )
+
+    def _on_stats(self, p: Payload) -> Payload:
+        from matswarm.data import MomentStats
+
+        spec = self._spec(p)
+        X, y = self._encoded(spec)
+        return stats_payload(MomentStats.of(X), MomentStats.of(y))
+
+    def _on_join(self, p: Payload) -> Payload:
+        from matswarm.data import MomentStats, StandardizedOrg, Standardizer
+        from matswarm.protocol import OrgNode
+
+        spec = self._spec(p)
+        X, y = self._encoded(spec)
+        # Per-org statistics in task order; this org's own entry must be what it sent.
+        xs, ys = [], []
+        for i, name in enumerate(spec.orgs):
+            cnt = int(p.config[f"count_{i}"])
+            xs.append(
+                MomentStats(cnt, p.array(f"x_sum_{i}", "<f8"), p.array(f"x_sumsq_{i}", "<f8"))
+            )
+            ys.append(
+                MomentStats(cnt, p.array(f"y_sum_{i}", "<f8"), p.array(f"y_sumsq_{i}", "<f8"))
+            )
+            if name == self.org:
+                own = MomentStats.of(X)
+                if cnt != own.count or not np.array_equal(xs[-1].sum, own.sum):
+                    raise NodeRefusal("the statistics relayed for this org are not its own")
+        std = Standardizer.from_stats(MomentStats.combine(xs), MomentStats.combine(ys))
+        data = StandardizedOrg(self.org, std.transform_x(X), std.transform_y(y))
+        algo = spec.make_algorithm()
+        model = spec.make_model_spec().build(len(spec.schema["features"]), spec.seed)
+        node = OrgNode(data, model, algo, spec.seed, spec.orgs.index(self.org))
+        self.tasks[spec.task] = _Joined(spec, node)
+        log.info("%s: joined task %s (%d rows)", self.org, spec.task, data.n)
+        return Payload({"org": self.org, "n_samples": data.n})
+
+    def _on_train(self, p: Payload) -> Payload:
+        from matswarm.algorithms import RingMessage
+
+        joined = self.tasks.get(str(p.config["task"]))
+        if joined is None:
+            raise NodeRefusal(f"{self.org} has not joined task {p.config['task']!r}")
+        round_ = int(p.config["round"])
+        ring_in = None
+        if p.config.get("ring_in"):
+            ring_in = RingMessage(p.opt_array("ring_stats"), p.opt_array("ring_params"))
+        res = joined.node.train(round_, p.array("start"), ring_in)  # type: ignore[attr-defined]
+        joined.last_round = round_
+        return encode_result(res)
+
+    def _on_finish(self, p: Payload) -> Payload:
+        from matswarm.protocol import vector_hash
+
+        joined = self.tasks.get(str(p.config["task"]))
+        if joined is None:
+            raise NodeRefusal(f"{self.org} has not joined task {p.config['task']!r}")
+        g = p.array("global")
+        h = vector_hash(g)
+        if self.workdir is not None:
+            out = self.workdir / "models"
+            out.mkdir(parents=True, exist_ok=True)
+            np.save(out / f"{joined.spec.task}-global.npy", g)
+            (out / f"{joined.spec.task}-global.json").write_text(
+                json.dumps({"task": joined.spec.task, "sha256": h, "round": joined.last_round})
+            )
+        return Payload({"org": self.org, "global_hash": h})
+
+
+def encode_result(res) -> Payload:
+    """A :class:`~matswarm.algorithms.LocalResult` as a payload (exact bytes)."""
+    cfg: dict = {"org": res.org, "n_samples": int(res.n_samples), "loss": float(res.loss)}
+    arrays = {"params": np.asarray(res.params, dtype=np.float32)}
+    if res.gradient is not None:
+        arrays["gradient"] = np.asarray(res.gradient, dtype=np.float32)
+    if res.ring_out is not None:
+        cfg["ring_out"] = True
+        if res.ring_out.statistics is not None:
+            arrays["ring_stats"] = np.asarray(res.ring_out.statistics, dtype=np.float32)
+        if res.ring_out.params is not None:
+            arrays["ring_params"] = np.asarray(res.ring_out.params, dtype=np.float32)
+    return Payload(cfg, arrays)
+
+
+def decode_result(p: Payload):
+    from matswarm.algorithms import LocalResult, RingMessage
+
+    ring = None
+    if p.config.get("ring_out"):
+        ring = RingMessage(p.opt_array("ring_stats"), p.opt_array("ring_params"))
+    return LocalResult(
+        org=str(p.config["org"]),
+        params=p.array("params"),
+        n_samples=int(p.config["n_samples"]),
+        loss=float(p.config["loss"]),
+        ring_out=ring,
+        gradient=p.opt_array("gradient"),
+    )
