@@ -1,13 +1,28 @@
-"""FedAvg, FedProx and server-optimiser variants (FedAvgM, FedAdam)."""
+"""FedAvg, FedProx and server-optimiser variants (FedAvgM, FedAdam).
+
+Update mode (chosen per task with ``update=``):
+
+* ``"delta"`` (default): each org trains ``local_steps`` Adam steps from the global model and
+  sends ``local - global``; the server applies ``global + server_lr * aggregate``
+  (``server_lr = 1``: plain FedAvg).
+* ``"gradient"``: each org sends the gradient of its local loss at the global model, averaged
+  over ``local_steps`` minibatches (no local step is taken; ``lr`` is unused); the server takes a
+  descent step ``global - server_lr * aggregate`` (FedSGD; the setting of gradient-based Byzantine
+  attacks and of the MatSwarm paper's Fig. 1). FedAvgM/FedAdam use ``-aggregate`` as their
+  descent direction in this mode.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from matswarm.algorithms.base import FederatedAlgorithm, RingMessage, warn_degenerate
-from matswarm.algorithms.training import ExtraLoss
+from matswarm.algorithms.base import FederatedAlgorithm, LocalResult, RingMessage, warn_degenerate
+from matswarm.algorithms.training import ExtraLoss, local_gradient
 from matswarm.data.federated import StandardizedOrg
+from matswarm.models.base import RegressionModel
+
+UPDATE_MODES = ("delta", "gradient")
 
 
 class FedAvg(FederatedAlgorithm):
@@ -21,6 +36,55 @@ class FedAvg(FederatedAlgorithm):
         "McMahan et al., Communication-Efficient Learning of Deep Networks from "
         "Decentralized Data, AISTATS 2017",
     )
+
+    def __init__(self, *, update: str = "delta", server_lr: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.update = update
+        self.server_lr = server_lr
+
+    def validate(self) -> None:
+        super().validate()
+        if self.update not in UPDATE_MODES:
+            raise ValueError(
+                f"{self.name}: update must be one of {UPDATE_MODES}, got {self.update!r}"
+            )
+        if not (isinstance(self.server_lr, int | float) and self.server_lr > 0):
+            raise ValueError(f"{self.name}: server_lr must be > 0, got {self.server_lr!r}")
+
+    def descent(self, aggregated: np.ndarray) -> np.ndarray:
+        """The direction the server moves in: the aggregated delta, or minus the gradient."""
+        d = aggregated.astype(np.float64)
+        return -d if self.update == "gradient" else d
+
+    def local_train(
+        self,
+        model: RegressionModel,
+        data: StandardizedOrg,
+        start_params: np.ndarray,
+        rng: np.random.Generator,
+        ring_in: RingMessage | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        round_: int = 1,
+    ) -> LocalResult:
+        if self.update == "delta":
+            return super().local_train(
+                model, data, start_params, rng, ring_in, optimizer=optimizer, round_=round_
+            )
+        model.set_flat(start_params)
+        grad, loss = local_gradient(
+            model,
+            data.X,
+            data.y,
+            steps=self.local_steps,
+            batch_size=self.batch_size,
+            rng=rng,
+            extra=self.extra_loss(start_params, data, ring_in),
+        )
+        return LocalResult(data.name, start_params.copy(), data.n, loss, gradient=grad)
+
+    def server_step(self, global_params, aggregated_delta, state):
+        step = self.server_lr * self.descent(aggregated_delta)
+        return (global_params.astype(np.float64) + step).astype(np.float32)
 
 
 class FedProx(FedAvg):
@@ -63,22 +127,19 @@ class FedAvgM(FedAvg):
     )
 
     def __init__(self, *, server_lr: float = 1.0, momentum: float = 0.5, **kw):
-        super().__init__(**kw)
-        self.server_lr = server_lr
+        super().__init__(server_lr=server_lr, **kw)
         self.momentum = momentum
 
     def validate(self) -> None:
         super().validate()
         if not 0 <= self.momentum < 1:
             raise ValueError(f"fedavgm: momentum must be in [0, 1), got {self.momentum}")
-        if self.server_lr <= 0:
-            raise ValueError(f"fedavgm: server_lr must be > 0, got {self.server_lr}")
 
     def init_server_state(self, global_params):
         return {"velocity": np.zeros_like(global_params, dtype=np.float64)}
 
     def server_step(self, global_params, aggregated_delta, state):
-        v = self.momentum * state["velocity"] + aggregated_delta.astype(np.float64)
+        v = self.momentum * state["velocity"] + self.descent(aggregated_delta)
         state["velocity"] = v
         return (global_params.astype(np.float64) + self.server_lr * v).astype(np.float32)
 
@@ -98,8 +159,7 @@ class FedAdam(FedAvg):
         tau: float = 1e-3,
         **kw,
     ):
-        super().__init__(**kw)
-        self.server_lr = server_lr
+        super().__init__(server_lr=server_lr, **kw)
         self.beta1 = beta1
         self.beta2 = beta2
         self.tau = tau
@@ -117,7 +177,7 @@ class FedAdam(FedAvg):
         return {"m": z.copy(), "v": np.full_like(z, self.tau**2)}
 
     def server_step(self, global_params, aggregated_delta, state):
-        d = aggregated_delta.astype(np.float64)
+        d = self.descent(aggregated_delta)
         state["m"] = self.beta1 * state["m"] + (1 - self.beta1) * d
         state["v"] = self.beta2 * state["v"] + (1 - self.beta2) * d * d
         step = self.server_lr * state["m"] / (np.sqrt(state["v"]) + self.tau)

@@ -77,3 +77,53 @@ def train_local(
         total += float(loss.detach())
         last_mse = float(mse.detach())
     return TrainStats(steps=steps, mean_loss=total / max(steps, 1), last_mse=last_mse)
+
+
+def local_gradient(
+    model: RegressionModel,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    extra: ExtraLoss | None = None,
+) -> tuple[np.ndarray, float]:
+    """Gradient of the local objective at the model's current parameters, averaged over
+    ``steps`` minibatches drawn like :func:`train_local` draws them; the model is not changed.
+
+    Returns ``(flat float32 gradient in the model's parameter order, mean batch loss)``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    n = len(y)
+    if n == 0:
+        raise ValueError("cannot compute a gradient on an empty table")
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    bs = min(batch_size, n)
+    params = list(model.parameters())
+    acc = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    model.train()
+    total = 0.0
+    order = np.empty(0, dtype=np.int64)
+    pos = 0
+    for _ in range(steps):
+        if pos + bs > len(order):
+            order = rng.permutation(n)
+            pos = 0
+        idx = torch.from_numpy(order[pos : pos + bs])
+        pos += bs
+        xb, yb = Xt.index_select(0, idx), yt.index_select(0, idx)
+        u = model.represent(xb)
+        pred = model.head(u).squeeze(-1)
+        loss = torch.mean((pred - yb) ** 2) + model.penalty()
+        if extra is not None:
+            loss = loss + extra(model, u)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for a, g in zip(acc, grads, strict=True):
+            if g is not None:
+                a += g.detach().double()
+        total += float(loss.detach())
+    flat = torch.cat([(a / steps).reshape(-1) for a in acc]).to(torch.float32)
+    return flat.numpy(), total / steps
