@@ -15,8 +15,10 @@ from matswarm.aggregation.registry import (
     NearestNeighbourMixing,
     PreAggregator,
     TrimmedMean,
+    assumed_f,
     make_rule,
     register,
+    with_f,
 )
 from matswarm.aggregation.rules import (
     AggregationError,
@@ -51,6 +53,7 @@ __all__ = [
     "NearestNeighbourMixing",
     "PreAggregator",
     "TrimmedMean",
+    "assumed_f",
     "bulyan",
     "bulyan_selection",
     "centered_clipping",
@@ -66,4 +69,5 @@ __all__ = [
     "register",
     "trimmed_mean",
     "weighted_mean",
+    "with_f",
 ]

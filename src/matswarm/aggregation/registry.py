@@ -291,6 +291,28 @@ def register(cls: type[AggregationRule]) -> type[AggregationRule]:
     return cls
 
 
+def with_f(rule: AggregationRule, f: int) -> AggregationRule:
+    """A copy of ``rule`` with every step that takes an ``f`` configured for ``f`` instead (other
+    rules are returned as they are)."""
+    if isinstance(rule, Composed):
+        pre = [type(p)(**{**p.params, "f": f}) if "f" in p.params else p for p in rule.pre]
+        return Composed(pre, with_f(rule.rule, f))
+    if "f" in rule.params:
+        return type(rule)(**{**rule.params, "f": f})
+    return rule
+
+
+def assumed_f(rule: AggregationRule) -> int | None:
+    """The ``f`` a rule (or the first step of a composed rule that has one) is configured for."""
+    if isinstance(rule, Composed):
+        for p in rule.pre:
+            if "f" in p.params:
+                return int(p.params["f"])
+        return assumed_f(rule.rule)
+    f = rule.params.get("f")
+    return None if f is None else int(f)
+
+
 def _accepts(cls: type, key: str) -> bool:
     return key in inspect.signature(cls.__init__).parameters
 
