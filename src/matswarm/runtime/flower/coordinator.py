@@ -217,6 +217,10 @@ class FlowerCoordinator:
             )
             tmp.replace(self.status_path)
 
+    def fail(self, reason: str) -> None:
+        """Record that the task stopped (for ``matswarm task run`` and the status file)."""
+        self._status("failed", reason)
+
     def live(self) -> list[OrgState]:
         return [o for o in self.orgs.values() if o.joined and o.node_id is not None]
 

@@ -31,7 +31,11 @@ def main(grid: Grid, context: Context) -> None:
     status = str(cfg.get("status-file", "")) or None
     stall = float(cfg.get("stall-timeout", 0) or 0) or None
     coord = FlowerCoordinator(grid, spec, status_path=status, stall_timeout_s=stall)
-    result = coord.run()
+    try:
+        result = coord.run()
+    except Exception as exc:
+        coord.fail(f"{type(exc).__name__}: {exc}")
+        raise
     out = str(cfg.get("result-file", ""))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,80 @@
+"""``matswarm node start``: the org's long-lived node process plus its Flower SuperNode.
+
+The process loads the org's table once, builds the :class:`OrgService`, serves it on an
+authenticated loopback channel, writes the channel's endpoint file (mode 0600) into the org's
+work directory and starts ``flower-supernode`` pointed at the coordinator, with the endpoint
+file in its node config. It stays up as long as the SuperNode does and exits with its code
+(305: the coordinator refused this node's key). SIGTERM/SIGINT stop the SuperNode (by PID) and
+then the node. ``WORKDIR/node.json`` records both PIDs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from matswarm.runtime.flower.channel import ChannelServer
+from matswarm.runtime.flower.deploy import flower_env, free_port, supernode_argv
+from matswarm.runtime.flower.node import OrgService
+
+log = logging.getLogger("matswarm.node")
+
+
+def run_node(
+    org: str,
+    data: str | Path,
+    coordinator: str,
+    workdir: str | Path,
+    *,
+    root_cert: str | Path | None,
+    auth_key: str | Path | None,
+) -> int:
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    service = OrgService(org, data, workdir=workdir)
+    server = ChannelServer(service.handle).start()
+    endpoint = server.endpoint.write(workdir / "endpoint.json")
+    argv = supernode_argv(
+        coordinator, endpoint, root_cert=root_cert, auth_key=auth_key, runtime_port=free_port()
+    )
+    log_path = workdir / "supernode.log"
+    with log_path.open("ab") as log_fh:
+        child = subprocess.Popen(argv, env=flower_env(), stdout=log_fh, stderr=subprocess.STDOUT)
+    (workdir / "node.json").write_text(
+        json.dumps(
+            {
+                "org": org,
+                "pid": os.getpid(),
+                "supernode_pid": child.pid,
+                "endpoint": str(endpoint),
+                "supernode_log": str(log_path),
+            }
+        )
+    )
+    log.info(
+        "%s: node up (pid %d), SuperNode pid %d -> %s", org, os.getpid(), child.pid, coordinator
+    )
+
+    def stop(signum, _frame):
+        if child.poll() is None:
+            child.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        code = child.wait()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        server.close()
+    log.info("%s: SuperNode exited with %s", org, code)
+    return int(code)
