@@ -80,7 +80,7 @@ def run(n: int, rounds: int, backend: str, preflight: bool) -> dict[str, float]:
         views = [led.with_account(o) for o in orgs]
         gas_round, cpu_round, wall_round = [], [], []
         commit_gas, vote_gas, final_gas = [], [], []
-        for r in range(rounds):
+        for r in range(1, rounds + 1):
             c0, w0, gas = time.process_time(), time.perf_counter(), 0
             for i, v in enumerate(views):
                 res = v.commit_update(task, r, h(f"u{r}-{i}"), _cid(f"u{r}-{i}"))
@@ -93,7 +93,7 @@ def run(n: int, rounds: int, backend: str, preflight: bool) -> dict[str, float]:
             cpu_round.append(time.process_time() - c0)
             wall_round.append(time.perf_counter() - w0)
             gas_round.append(gas)
-        assert led.round_info(task, rounds - 1).final_hash == h(f"g{rounds - 1}")
+        assert led.round_info(task, rounds).final_hash == h(f"g{rounds}")
         disk = 0
         if isinstance(led.chain, EmbeddedChain):
             disk = sum(f.stat().st_size for f in led.chain.directory.iterdir() if f.is_file())

@@ -93,38 +93,38 @@ def test_full_round_trip_on_anvil(node: AnvilNode, tmp_path: Path) -> None:
         )
         views = [ledger.with_account(o) for o in orgs[:4]]
 
-        # round 0: everyone commits, 1 of 4 votes a wrong hash, the right one wins
+        # round 1: everyone commits, 1 of 4 votes a wrong hash, the right one wins
         for i, v in enumerate(views):
-            v.commit_update(task, 0, h(f"u0-{i}"), f"bafy-u0-{i}")
+            v.commit_update(task, 1, h(f"u0-{i}"), f"bafy-u0-{i}")
         with pytest.raises(ContractRevert, match="commit phase over"):
-            views[0].commit_update(task, 0, h("again"), "bafy-again")
+            views[0].commit_update(task, 1, h("again"), "bafy-again")
         with pytest.raises(ContractRevert, match="not a participant"):
-            ledger.with_account(orgs[4]).vote_global(task, 0, h("g0"))
-        views[0].vote_global(task, 0, h("wrong"))
+            ledger.with_account(orgs[4]).vote_global(task, 1, h("g0"))
+        views[0].vote_global(task, 1, h("wrong"))
         with pytest.raises(ContractRevert, match="already voted"):
-            views[0].vote_global(task, 0, h("g0"))
-        results = [v.vote_global(task, 0, h("g0")) for v in views[1:]]
+            views[0].vote_global(task, 1, h("g0"))
+        results = [v.vote_global(task, 1, h("g0")) for v in views[1:]]
         assert results[-1].event("RoundFinalized") is not None
-        assert ledger.round_info(task, 0).final_hash == h("g0")
+        assert ledger.round_info(task, 1).final_hash == h("g0")
 
         # the contract itself rejects what a careless client sends anyway
         raw = ledger.with_account(orgs[0])
         raw.preflight = False
         with pytest.raises(ContractRevert, match="round not open") as err:
-            raw.commit_update(task, 0, h("again"), "bafy")  # round 0 is final
+            raw.commit_update(task, 1, h("again"), "bafy")  # round 1 is final
         assert err.value.tx_hash is not None
 
-        # round 1: orgs[3] is silent; after the deadline the round goes on without it
+        # round 2: orgs[3] is silent; after the deadline the round goes on without it
         for i, v in enumerate(views[:3]):
-            v.commit_update(task, 1, h(f"u1-{i}"), f"bafy-u1-{i}")
+            v.commit_update(task, 2, h(f"u1-{i}"), f"bafy-u1-{i}")
         with pytest.raises(ContractRevert, match="deadline not reached"):
-            ledger.close_round(task, 1)
+            ledger.close_round(task, 2)
         chain.advance_time(31)
-        ledger.close_round(task, 1)
-        info = ledger.round_info(task, 1)
+        ledger.close_round(task, 2)
+        info = ledger.round_info(task, 2)
         assert info.phase is RoundPhase.VOTE and info.missing == (orgs[3].address,)
         for v in views[:3]:
-            v.vote_global(task, 1, h("g1"))
+            v.vote_global(task, 2, h("g1"))
         ledger.set_final_model(task, h("model"), "bafy-model")
         (found,) = ledger.find_task_by_spec(h("spec"))
         assert found.status is TaskStatus.ARCHIVED and found.final_model_cid == "bafy-model"

@@ -51,16 +51,16 @@ def test_unadmitted_sender_can_do_nothing(consortium: Consortium) -> None:
             rounds=1,
             round_duration_s=10,
         ),
-        lambda: intruder.commit_update(task, 0, h("forged"), "bafy-forged"),
-        lambda: intruder.vote_global(task, 0, h("forged")),
-        lambda: intruder.close_round(task, 0),
-        lambda: intruder.record_rejection(task, 0, c.orgs[0].address, "spite"),
+        lambda: intruder.commit_update(task, 1, h("forged"), "bafy-forged"),
+        lambda: intruder.vote_global(task, 1, h("forged")),
+        lambda: intruder.close_round(task, 1),
+        lambda: intruder.record_rejection(task, 1, c.orgs[0].address, "spite"),
         lambda: intruder.set_final_model(task, h("m"), "bafy-m"),
     ]
     for attempt in attempts:
         with pytest.raises(ContractRevert, match="sender not admitted"):
             attempt()
-    assert c.ledger.round_info(task, 0).commitments == {}
+    assert c.ledger.round_info(task, 1).commitments == {}
 
 
 def test_forged_sender_reverts_on_chain_without_client_preflight(consortium: Consortium) -> None:
@@ -71,10 +71,10 @@ def test_forged_sender_reverts_on_chain_without_client_preflight(consortium: Con
     raw.preflight = False
     before = c.ledger.chain.block_number()
     with pytest.raises(ContractRevert, match="sender not admitted") as err:
-        raw.commit_update(task, 0, h("forged"), "bafy-forged")
+        raw.commit_update(task, 1, h("forged"), "bafy-forged")
     assert err.value.tx_hash is not None  # it was mined, with status 0
     assert c.ledger.chain.block_number() == before + 1
-    assert c.ledger.round_info(task, 0).commitments == {}
+    assert c.ledger.round_info(task, 1).commitments == {}
 
 
 def test_tampered_signature_changes_the_sender_and_is_rejected(consortium: Consortium) -> None:
@@ -83,7 +83,7 @@ def test_tampered_signature_changes_the_sender_and_is_rejected(consortium: Conso
     task = c.task()
     org = c.orgs[0]
     led = c.as_(org)
-    data = led._contract.encode_abi("commitUpdate", args=[task, 0, h("u"), "bafy"])
+    data = led._contract.encode_abi("commitUpdate", args=[task, 1, h("u"), "bafy"])
     w3 = led.chain.w3
     tx = {
         "to": led.address,
@@ -104,7 +104,7 @@ def test_tampered_signature_changes_the_sender_and_is_rejected(consortium: Conso
         pass  # invalid signature or a nonce that does not match the recovered address
     else:
         assert receipt["status"] == 0
-    assert org.address not in c.ledger.round_info(task, 0).commitments
+    assert org.address not in c.ledger.round_info(task, 1).commitments
 
 
 # --------------------------------------------------------------------- admission
@@ -197,17 +197,17 @@ def test_replayed_commitment_is_rejected(consortium: Consortium) -> None:
     c = consortium
     task = c.task()
     org = c.as_(c.orgs[0])
-    res = org.commit_update(task, 0, h("u0"), "bafy-u0")
+    res = org.commit_update(task, 1, h("u0"), "bafy-u0")
     with pytest.raises(ContractRevert, match="already committed"):
-        org.commit_update(task, 0, h("u0"), "bafy-u0")
+        org.commit_update(task, 1, h("u0"), "bafy-u0")
     with pytest.raises(ContractRevert, match="already committed"):
-        org.commit_update(task, 0, h("other"), "bafy-other")
+        org.commit_update(task, 1, h("other"), "bafy-other")
     with pytest.raises(ContractRevert, match="round not open"):
-        org.commit_update(task, 1, h("u1"), "bafy-u1")
+        org.commit_update(task, 2, h("u1"), "bafy-u1")
     # the very same signed bytes again: the node refuses the reused nonce
     tx = c.ledger.chain.w3.eth.get_transaction(res.tx_hash)
     assert tx["nonce"] == 0
-    info = c.ledger.round_info(task, 0)
+    info = c.ledger.round_info(task, 1)
     assert info.commitments[c.orgs[0].address].update_hash == h("u0")
     assert info.commitments[c.orgs[0].address].tx_hash == res.tx_hash
     assert len(info.commitments) == 1
@@ -218,7 +218,7 @@ def test_raw_replay_of_a_mined_transaction_is_refused(consortium: Consortium) ->
     task = c.task()
     org = c.orgs[0]
     led = c.as_(org)
-    data = led._contract.encode_abi("commitUpdate", args=[task, 0, h("u"), "bafy"])
+    data = led._contract.encode_abi("commitUpdate", args=[task, 1, h("u"), "bafy"])
     tx = {
         "to": led.address,
         "data": data,
@@ -241,50 +241,50 @@ def test_vote_rules(consortium: Consortium) -> None:
     task = c.task()
     voter = c.as_(c.orgs[0])
     with pytest.raises(ContractRevert, match="voting not open"):
-        voter.vote_global(task, 0, h("g"))  # commits still open
-    _commit_all(c, task, 0)
+        voter.vote_global(task, 1, h("g"))  # commits still open
+    _commit_all(c, task, 1)
     with pytest.raises(ContractRevert, match="not a participant"):
-        c.as_(c.orgs[4]).vote_global(task, 0, h("g"))  # admitted, but not in this task
+        c.as_(c.orgs[4]).vote_global(task, 1, h("g"))  # admitted, but not in this task
     with pytest.raises(ContractRevert, match="not a participant"):
-        c.as_(c.orgs[4]).commit_update(task, 0, h("x"), "bafy-x")
-    voter.vote_global(task, 0, h("g"))
+        c.as_(c.orgs[4]).commit_update(task, 1, h("x"), "bafy-x")
+    voter.vote_global(task, 1, h("g"))
     with pytest.raises(ContractRevert, match="already voted"):
-        voter.vote_global(task, 0, h("g"))
+        voter.vote_global(task, 1, h("g"))
     with pytest.raises(ContractRevert, match="already voted"):
-        voter.vote_global(task, 0, h("another"))
-    info = c.ledger.round_info(task, 0)
+        voter.vote_global(task, 1, h("another"))
+    info = c.ledger.round_info(task, 1)
     assert info.votes == {c.orgs[0].address: h("g")} and info.phase is RoundPhase.VOTE
 
 
 def test_fewer_than_quorum_equal_votes_never_finalise(consortium: Consortium) -> None:
     c = consortium
     task = c.task()  # n=4, quorum 3
-    _commit_all(c, task, 0)
+    _commit_all(c, task, 1)
     for org, g in zip(c.orgs[:4], ["A", "A", "B", "B"], strict=True):
-        res = c.as_(org).vote_global(task, 0, h(g))
+        res = c.as_(org).vote_global(task, 1, h(g))
         assert res.event("RoundFinalized") is None
-    info = c.ledger.round_info(task, 0)
+    info = c.ledger.round_info(task, 1)
     assert info.phase is RoundPhase.VOTE and info.final_hash is None
-    assert c.ledger.task_info(task).current_round == 0
+    assert c.ledger.task_info(task).current_round == 1
     assert c.ledger.events(task, names=["RoundFinalized"]) == []
 
 
 def test_one_of_four_wrong_hash_still_finalises_the_right_one(consortium: Consortium) -> None:
     c = consortium
     task = c.task(rounds=2)
-    _commit_all(c, task, 0)
+    _commit_all(c, task, 1)
     byz, *honest = c.orgs[:4]
-    c.as_(byz).vote_global(task, 0, h("poisoned"))  # the wrong vote arrives first
-    results = [c.as_(o).vote_global(task, 0, h("global-0")) for o in honest]
+    c.as_(byz).vote_global(task, 1, h("poisoned"))  # the wrong vote arrives first
+    results = [c.as_(o).vote_global(task, 1, h("global-0")) for o in honest]
     # quorum is 3: the third honest vote decides, the poisoned one never counts
     assert [r.event("RoundFinalized") is not None for r in results] == [False, False, True]
     fin = results[2].event("RoundFinalized")
     assert fin is not None and fin.args["globalHash"] == "0x" + h("global-0").hex()
-    info = c.ledger.round_info(task, 0)
+    info = c.ledger.round_info(task, 1)
     assert info.final_hash == h("global-0") and info.phase is RoundPhase.FINAL
     assert info.votes[byz.address] == h("poisoned") and len(info.votes) == 4
-    assert c.ledger.task_info(task).current_round == 1
-    assert c.ledger.round_info(task, 1).phase is RoundPhase.COMMIT
+    assert c.ledger.task_info(task).current_round == 2
+    assert c.ledger.round_info(task, 2).phase is RoundPhase.COMMIT
 
 
 def test_full_task_then_final_model_upload_and_retrieval(consortium: Consortium) -> None:
@@ -292,7 +292,7 @@ def test_full_task_then_final_model_upload_and_retrieval(consortium: Consortium)
     task = c.task(n=3, rounds=2, spec_hash=h("perovskite-spec"))
     with pytest.raises(ContractRevert, match="task not completed"):
         c.ledger.set_final_model(task, h("model"), "bafy-model")
-    for rnd in range(2):
+    for rnd in (1, 2):
         _commit_all(c, task, rnd, n=3)
         for o in c.orgs[:3]:
             c.as_(o).vote_global(task, rnd, h(f"g{rnd}"))
@@ -316,53 +316,53 @@ def test_full_task_then_final_model_upload_and_retrieval(consortium: Consortium)
 def test_deadline_close_records_missing_orgs(consortium: Consortium) -> None:
     c = consortium
     task = c.task(n=4, rounds=1, duration=60)
-    _commit_all(c, task, 0, n=3)  # orgs[3] never commits
+    _commit_all(c, task, 1, n=3)  # orgs[3] never commits
     with pytest.raises(ContractRevert, match="deadline not reached"):
-        c.ledger.close_round(task, 0)
-    assert c.ledger.chain_time() <= c.ledger.round_info(task, 0).deadline
+        c.ledger.close_round(task, 1)
+    assert c.ledger.chain_time() <= c.ledger.round_info(task, 1).deadline
     c.ledger.chain.advance_time(61)
-    assert c.ledger.chain_time() > c.ledger.round_info(task, 0).deadline
+    assert c.ledger.chain_time() > c.ledger.round_info(task, 1).deadline
     with pytest.raises(ContractRevert, match="commit deadline passed"):
-        c.as_(c.orgs[3]).commit_update(task, 0, h("late"), "bafy-late")
+        c.as_(c.orgs[3]).commit_update(task, 1, h("late"), "bafy-late")
     # anyone admitted may close it, even an org outside the task
-    res = c.as_(c.orgs[4]).close_round(task, 0)
+    res = c.as_(c.orgs[4]).close_round(task, 1)
     closed = res.event("CommitsClosed")
     assert closed is not None and closed.args["missing"] == [c.orgs[3].address]
-    info = c.ledger.round_info(task, 0)
+    info = c.ledger.round_info(task, 1)
     assert info.phase is RoundPhase.VOTE and info.missing == (c.orgs[3].address,)
     assert set(info.commitments) == {o.address for o in c.orgs[:3]}
     with pytest.raises(ContractRevert, match="commit phase over"):
-        c.as_(c.orgs[3]).commit_update(task, 0, h("late"), "bafy-late")
+        c.as_(c.orgs[3]).commit_update(task, 1, h("late"), "bafy-late")
     for o in c.orgs[:3]:
-        c.as_(o).vote_global(task, 0, h("g-without-3"))
-    assert c.ledger.round_info(task, 0).final_hash == h("g-without-3")
+        c.as_(o).vote_global(task, 1, h("g-without-3"))
+    assert c.ledger.round_info(task, 1).final_hash == h("g-without-3")
     assert c.ledger.task_info(task).status is TaskStatus.COMPLETED
 
 
 def test_deadline_with_too_few_commitments_aborts(consortium: Consortium) -> None:
     c = consortium
     task = c.task(n=4, rounds=2, duration=30)
-    _commit_all(c, task, 0, n=2)  # 2 < quorum 3
+    _commit_all(c, task, 1, n=2)  # 2 < quorum 3
     c.ledger.chain.advance_time(31)
-    res = c.ledger.close_round(task, 0)
+    res = c.ledger.close_round(task, 1)
     aborted = res.event("TaskAborted")
     assert aborted is not None and aborted.args["reason"] == "too few commitments"
     assert c.ledger.task_info(task).status is TaskStatus.ABORTED
-    assert c.ledger.round_info(task, 0).phase is RoundPhase.FAILED
+    assert c.ledger.round_info(task, 1).phase is RoundPhase.FAILED
     with pytest.raises(ContractRevert, match="task not active"):
-        c.as_(c.orgs[2]).commit_update(task, 0, h("x"), "bafy-x")
+        c.as_(c.orgs[2]).commit_update(task, 1, h("x"), "bafy-x")
 
 
 def test_vote_deadline_without_quorum_aborts(consortium: Consortium) -> None:
     c = consortium
     task = c.task(n=4, rounds=1, duration=30)
-    _commit_all(c, task, 0)
-    c.as_(c.orgs[0]).vote_global(task, 0, h("A"))
-    c.as_(c.orgs[1]).vote_global(task, 0, h("B"))
+    _commit_all(c, task, 1)
+    c.as_(c.orgs[0]).vote_global(task, 1, h("A"))
+    c.as_(c.orgs[1]).vote_global(task, 1, h("B"))
     c.ledger.chain.advance_time(31)
     with pytest.raises(ContractRevert, match="vote deadline passed"):
-        c.as_(c.orgs[2]).vote_global(task, 0, h("A"))
-    res = c.ledger.close_round(task, 0)
+        c.as_(c.orgs[2]).vote_global(task, 1, h("A"))
+    res = c.ledger.close_round(task, 1)
     aborted = res.event("TaskAborted")
     assert aborted is not None and aborted.args["reason"] == "no quorum on global hash"
 
@@ -370,18 +370,18 @@ def test_vote_deadline_without_quorum_aborts(consortium: Consortium) -> None:
 def test_rejection_records(consortium: Consortium) -> None:
     c = consortium
     task = c.task()
-    _commit_all(c, task, 0)
+    _commit_all(c, task, 1)
     reporter = c.as_(c.orgs[1])
-    reporter.record_rejection(task, 0, c.orgs[2].address, "attestation quote: bad signature")
+    reporter.record_rejection(task, 1, c.orgs[2].address, "attestation quote: bad signature")
     with pytest.raises(ContractRevert, match="org not a participant"):
-        reporter.record_rejection(task, 0, c.orgs[4].address, "not in task")
+        reporter.record_rejection(task, 1, c.orgs[4].address, "not in task")
     with pytest.raises(ContractRevert, match="not a participant"):
-        c.as_(c.orgs[4]).record_rejection(task, 0, c.orgs[2].address, "outsider")
+        c.as_(c.orgs[4]).record_rejection(task, 1, c.orgs[2].address, "outsider")
     with pytest.raises(ContractRevert, match="round not opened"):
         reporter.record_rejection(task, 5, c.orgs[2].address, "future")
     (ev,) = c.ledger.events(task, names=["UpdateRejected"])
     assert ev.args["org"] == c.orgs[2].address and ev.args["reporter"] == c.orgs[1].address
-    assert ev.args["reason"] == "attestation quote: bad signature" and ev.args["round"] == 0
+    assert ev.args["reason"] == "attestation quote: bad signature" and ev.args["round"] == 1
 
 
 # --------------------------------------------------------------------- chain id
@@ -394,7 +394,7 @@ def test_client_refuses_transactions_for_another_chain_id(consortium: Consortium
     wrong = Ledger(chain, c.ledger.address, c.orgs[0], chain_id=chain.chain_id + 1)
     head = chain.block_number()
     with pytest.raises(ChainIdMismatch, match="refusing to send") as err:
-        wrong.commit_update(task, 0, h("u"), "bafy-u")
+        wrong.commit_update(task, 1, h("u"), "bafy-u")
     assert (err.value.expected, err.value.actual) == (chain.chain_id + 1, chain.chain_id)
     assert chain.block_number() == head  # nothing was sent
     assert chain.w3.eth.get_transaction_count(c.orgs[0].address) == 0
@@ -407,7 +407,7 @@ def test_embedded_node_rejects_a_transaction_signed_for_another_chain(
     c = consortium
     task = c.task()
     led = c.as_(c.orgs[0])
-    data = led._contract.encode_abi("commitUpdate", args=[task, 0, h("u"), "bafy"])
+    data = led._contract.encode_abi("commitUpdate", args=[task, 1, h("u"), "bafy"])
     tx = {
         "to": led.address,
         "data": data,
@@ -421,7 +421,7 @@ def test_embedded_node_rejects_a_transaction_signed_for_another_chain(
     }
     with pytest.raises(TransactionRejected, match="invalid chain id"):
         led.chain.send_raw_transaction(c.orgs[0].sign_transaction(tx).raw_transaction)
-    assert c.ledger.round_info(task, 0).commitments == {}
+    assert c.ledger.round_info(task, 1).commitments == {}
 
 
 def test_arguments_are_checked_at_the_boundary(consortium: Consortium) -> None:
@@ -429,10 +429,10 @@ def test_arguments_are_checked_at_the_boundary(consortium: Consortium) -> None:
     task = c.task()
     org = c.as_(c.orgs[0])
     with pytest.raises(ValueError, match="update_hash must be 32 bytes"):
-        org.commit_update(task, 0, b"short", "bafy")
+        org.commit_update(task, 1, b"short", "bafy")
     with pytest.raises(ValueError, match="cid is 129 bytes"):
-        org.commit_update(task, 0, h("u"), "b" * 129)
+        org.commit_update(task, 1, h("u"), "b" * 129)
     with pytest.raises(ValueError, match="metadata is 257 bytes"):
         org.register_org(h("e"), h("x"), "m" * 257)
-    org.commit_update(task, 0, "0x" + h("u").hex(), "b" * 128)  # hex accepted, bound inclusive
-    assert c.ledger.round_info(task, 0).commitments[c.orgs[0].address].cid == "b" * 128
+    org.commit_update(task, 1, "0x" + h("u").hex(), "b" * 128)  # hex accepted, bound inclusive
+    assert c.ledger.round_info(task, 1).commitments[c.orgs[0].address].cid == "b" * 128

@@ -25,7 +25,7 @@ def test_task_survives_a_clean_restart(consortium: Consortium) -> None:
     c = consortium
     task = c.task(n=4, rounds=2)
     for i, org in enumerate(c.orgs[:2]):
-        c.as_(org).commit_update(task, 0, h(f"u0-{i}"), f"bafy-u0-{i}")
+        c.as_(org).commit_update(task, 1, h(f"u0-{i}"), f"bafy-u0-{i}")
     head = c.ledger.chain.block_number()
     n_events = len(c.ledger.events(task))
     c.ledger.close()
@@ -35,15 +35,15 @@ def test_task_survives_a_clean_restart(consortium: Consortium) -> None:
         assert reopened.address == c.ledger.address
         assert reopened.chain.block_number() == head
         assert len(reopened.events(task)) == n_events
-        info = reopened.round_info(task, 0)
+        info = reopened.round_info(task, 1)
         assert set(info.commitments) == {o.address for o in c.orgs[:2]}
         # nonces, round state and deadlines carry on
         for i, org in enumerate(c.orgs[2:4], start=2):
-            reopened.with_account(org).commit_update(task, 0, h(f"u0-{i}"), f"bafy-u0-{i}")
+            reopened.with_account(org).commit_update(task, 1, h(f"u0-{i}"), f"bafy-u0-{i}")
         for org in c.orgs[:3]:
-            reopened.with_account(org).vote_global(task, 0, h("g0"))
-        assert reopened.round_info(task, 0).final_hash == h("g0")
-        assert reopened.task_info(task).current_round == 1
+            reopened.with_account(org).vote_global(task, 1, h("g0"))
+        assert reopened.round_info(task, 1).final_hash == h("g0")
+        assert reopened.task_info(task).current_round == 2
     finally:
         reopened.close()
     c.ledger = Ledger.embedded(c.path, c.founder)  # so the fixture can close it
@@ -124,7 +124,7 @@ def test_task_resumes_after_sigkill_with_no_lost_or_duplicated_round(tmp_path: P
     final = Ledger.embedded(path, founder)
     try:
         assert final.task_info(task).status is TaskStatus.COMPLETED
-        for rnd in range(rounds):
+        for rnd in range(1, rounds + 1):
             info = final.round_info(task, rnd)
             assert info.phase is RoundPhase.FINAL and info.final_hash == h(f"g{rnd}")
             assert len(info.commitments) == 4 and info.missing == ()
@@ -144,7 +144,7 @@ def test_task_resumes_after_sigkill_with_no_lost_or_duplicated_round(tmp_path: P
 def test_event_index_rebuilds_when_it_no_longer_matches_the_chain(consortium: Consortium) -> None:
     c = consortium
     task = c.task()
-    c.as_(c.orgs[0]).commit_update(task, 0, h("u"), "bafy-u")
+    c.as_(c.orgs[0]).commit_update(task, 1, h("u"), "bafy-u")
     expected = [(e.name, e.block_number, e.log_index) for e in c.ledger.events()]
     c.ledger.close()
     # a stale or foreign index: wrong head hash and a bogus extra event

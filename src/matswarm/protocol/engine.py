@@ -66,11 +66,13 @@ class RoundHooks:
     def finalise(
         self,
         round_: int,
+        previous_global: np.ndarray,
         global_params: np.ndarray,
         updates: Sequence[Update],
         aggregator: Aggregator,
     ) -> str:
-        """Agree on the round's global model and return its hash."""
+        """Agree on the round's global model (aggregated from ``previous_global`` and
+        ``updates``) and return its hash."""
         return vector_hash(global_params)
 
     def ring_handoff(
@@ -148,7 +150,7 @@ class RoundEngine:
             updates.append(upd)
         accepted = self.hooks.collect(round_, updates)
         new_global = self.aggregator.step(g, accepted)
-        global_hash = self.hooks.finalise(round_, new_global, accepted, self.aggregator)
+        global_hash = self.hooks.finalise(round_, g, new_global, accepted, self.aggregator)
         self.run_state.global_params = new_global
         self.run_state.local_params = {r.org: r.params for r in results}
         if self.keep_global_history:

@@ -364,7 +364,7 @@ def createTask(
     self.tasks[taskId] = Task(
         issuer=msg.sender, specHash=specHash, trainCodeHash=trainCodeHash,
         aggCodeHash=aggCodeHash, quorum=quorum, rounds=rounds,
-        roundDuration=roundDuration, createdAt=block.timestamp, currentRound=0,
+        roundDuration=roundDuration, createdAt=block.timestamp, currentRound=1,
         status=STATUS_ACTIVE, finalModelHash=empty(bytes32), finalModelCid="",
     )
     self.taskAt[self.taskCount] = taskId
@@ -377,7 +377,8 @@ def createTask(
         quorum=quorum, rounds=rounds, roundDuration=roundDuration,
         trainCodeHash=trainCodeHash, aggCodeHash=aggCodeHash,
     )
-    self._openRound(taskId, 0, roundDuration)
+    # Rounds are numbered 1..rounds, as everywhere else in matswarm.
+    self._openRound(taskId, 1, roundDuration)
     return taskId
 
 
@@ -468,7 +469,7 @@ def voteGlobal(taskId: bytes32, round: uint256, globalHash: bytes32):
         self.rounds[taskId][round].phase = PHASE_FINAL
         self.rounds[taskId][round].finalHash = globalHash
         log RoundFinalized(taskId=taskId, round=round, globalHash=globalHash, votes=count)
-        if round + 1 == self.tasks[taskId].rounds:
+        if round == self.tasks[taskId].rounds:
             self.tasks[taskId].status = STATUS_COMPLETED
             log TaskCompleted(taskId=taskId, lastRound=round, globalHash=globalHash)
         else:

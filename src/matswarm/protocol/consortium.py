@@ -1,0 +1,141 @@
+"""Setting up and running a trusted task whose organisations all live in this process.
+
+This is how the demo and the experiments run "with the trust layer on": real keys (generated
+for the run), a real EVM ledger (the embedded chain, persisted under the run's folder), a real
+content-addressed store and every organisation verifying and voting. The multi-machine Flower
+runtime uses the same :class:`~matswarm.protocol.trusted.OrgAgent` per node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from matswarm.aggregation import AggregationRule
+from matswarm.algorithms import FederatedAlgorithm
+from matswarm.ledger import Ledger
+from matswarm.protocol.aggregator import Aggregator
+from matswarm.protocol.codec import encode_vector
+from matswarm.protocol.engine import RoundEngine
+from matswarm.protocol.messages import vector_hash
+from matswarm.protocol.spec import TaskSpec
+from matswarm.protocol.trusted import OrgAgent, TrustedHooks, org_metadata
+from matswarm.store import BlobStore, LocalStore
+from matswarm.trust import OrgIdentity, SimulatedEnclave
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """How much of the trust layer a run uses. ``enabled=False`` is the fast experiment path."""
+
+    enabled: bool = True
+    encrypt_updates: bool = True
+    enclave: bool = False
+
+
+class Consortium:
+    """Identities of the orgs, a ledger where all of them are admitted, and a shared store."""
+
+    def __init__(self, ledger: Ledger, store: BlobStore, identities: dict[str, OrgIdentity]):
+        self.ledger = ledger
+        self.store = store
+        self.identities = identities
+
+    @classmethod
+    def embedded(cls, directory: str | Path, names: Sequence[str]) -> Consortium:
+        """Fresh keys for ``names``, all founders of a new embedded chain in ``directory``."""
+        directory = Path(directory)
+        identities = {n: OrgIdentity.generate(n) for n in names}
+        founders = [i.evm_address for i in identities.values()]
+        first = identities[names[0]]
+        ledger = Ledger.embedded(directory / "ledger", first.evm_account(), founders=founders)
+        for ident in identities.values():
+            pub = ident.public
+            ledger.with_account(ident.evm_account()).register_org(
+                bytes.fromhex(pub.ed25519), bytes.fromhex(pub.x25519), org_metadata(pub)
+            )
+        return cls(ledger, LocalStore(directory / "store"), identities)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def create_task(self, spec: TaskSpec, initial_global: np.ndarray) -> bytes:
+        """Archive the spec and initial model in the store and open the task on the ledger."""
+        if vector_hash(initial_global) != spec.initial_model_sha256:
+            raise ValueError("initial model does not match the spec's initial_model_sha256")
+        self.store.put(spec.to_json())
+        self.store.put(encode_vector(initial_global))
+        issuer = self.ledger.with_account(self.identities[spec.participants[0]].evm_account())
+        return issuer.create_task(
+            [self.identities[n].evm_address for n in spec.participants],
+            spec_hash=spec.digest(),
+            train_code_hash=bytes.fromhex(spec.train_code_sha256),
+            agg_code_hash=bytes.fromhex(spec.agg_code_sha256),
+            rounds=spec.rounds,
+            round_duration_s=spec.round_duration_s,
+        )
+
+    def agents(
+        self, spec: TaskSpec, task_id: bytes, aggregator: Aggregator, enclave: bool = False
+    ) -> list[OrgAgent]:
+        directory = {n: self.identities[n].public for n in [*spec.participants, *spec.auditors]}
+        out = []
+        for name in spec.participants:
+            encl = (
+                SimulatedEnclave.for_modules(
+                    ["matswarm.aggregation", "matswarm.protocol.aggregator"], org=name
+                )
+                if enclave
+                else None
+            )
+            out.append(
+                OrgAgent(
+                    self.identities[name],
+                    self.ledger,
+                    self.store,
+                    spec,
+                    task_id,
+                    directory,
+                    aggregator.copy(),
+                    encl,
+                )
+            )
+        return out
+
+
+def trusted_engine(
+    engine: RoundEngine,
+    consortium: Consortium,
+    *,
+    model_spec_dict: dict,
+    algorithm: FederatedAlgorithm,
+    rule: AggregationRule,
+    seed: int,
+    schema: dict,
+    settings: TrustSettings,
+    name: str = "task",
+) -> tuple[RoundEngine, TaskSpec, bytes]:
+    """Attach the trust layer to an in-process engine: create the task, one agent per org."""
+    participants = [p.name for p in engine.participants]
+    spec = TaskSpec(
+        name=name,
+        participants=tuple(participants),
+        model=model_spec_dict,
+        algorithm=algorithm.name,
+        algorithm_params=algorithm.get_params(),
+        rule=rule.name,
+        rule_params=dict(rule.params),
+        seed=seed,
+        schema=schema,
+        initial_model_sha256=vector_hash(engine.run_state.initial_global),
+        encrypt_updates=settings.encrypt_updates,
+    )
+    task_id = consortium.create_task(spec, engine.run_state.initial_global)
+    engine.task = "0x" + task_id.hex()
+    engine.hooks = TrustedHooks(
+        consortium.agents(spec, task_id, engine.aggregator, settings.enclave)
+    )
+    return engine, spec, task_id

@@ -1,0 +1,121 @@
+"""The task specification every participant (and auditor) re-derives a task from.
+
+A spec is canonical JSON; its sha256 is the ``spec_hash`` recorded on the ledger, and the JSON
+itself is kept in the artifact store, where its content id follows from that hash. It pins the
+model, algorithm, aggregation rule, participants (in stacking/ring order), rounds, seed, data
+schema, the initial model's hash and the code measurements of the training and aggregation code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import matswarm
+from matswarm.aggregation import AggregationRule, make_rule
+from matswarm.algorithms import FederatedAlgorithm, make_algorithm
+from matswarm.models import ModelSpec
+from matswarm.trust import measure_modules
+
+SPEC_FORMAT = "matswarm-task/v1"
+
+# The code each side runs; its measurement is what a node compares with its installed copy.
+TRAINING_CODE = ("matswarm.algorithms", "matswarm.models", "matswarm.data")
+AGGREGATION_CODE = ("matswarm.aggregation", "matswarm.protocol.aggregator")
+
+
+def training_code_hash() -> str:
+    return measure_modules(TRAINING_CODE).digest
+
+
+def aggregation_code_hash() -> str:
+    return measure_modules(AGGREGATION_CODE).digest
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything that defines a task's computation (no private data, no keys)."""
+
+    name: str
+    participants: tuple[str, ...]
+    model: dict[str, Any]
+    algorithm: str
+    algorithm_params: dict[str, Any]
+    rule: str
+    rule_params: dict[str, Any]
+    seed: int
+    schema: dict[str, Any]
+    initial_model_sha256: str
+    encrypt_updates: bool = True
+    auditors: tuple[str, ...] = ()
+    round_duration_s: int = 3600
+    train_code_sha256: str = field(default_factory=training_code_hash)
+    agg_code_sha256: str = field(default_factory=aggregation_code_hash)
+    matswarm_version: str = matswarm.__version__
+    format: str = SPEC_FORMAT
+
+    def __post_init__(self) -> None:
+        if len(set(self.participants)) != len(self.participants) or not self.participants:
+            raise ValueError(f"participants must be unique and non-empty: {self.participants}")
+        if self.format != SPEC_FORMAT:
+            raise ValueError(f"unsupported task spec format {self.format!r}")
+
+    @property
+    def rounds(self) -> int:
+        return int(self.algorithm_params["rounds"])
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(**self.model)
+
+    def build_algorithm(self) -> FederatedAlgorithm:
+        algo = make_algorithm(self.algorithm, **self.algorithm_params)
+        if not isinstance(algo, FederatedAlgorithm):
+            raise ValueError(f"{self.algorithm!r} is not a federated algorithm")
+        return algo
+
+    def build_rule(self) -> AggregationRule:
+        return make_rule(self.rule, **self.rule_params)
+
+    def to_json(self) -> bytes:
+        """Canonical bytes: sorted keys, no whitespace."""
+        d = asdict(self)
+        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, blob: bytes | str) -> TaskSpec:
+        d = json.loads(blob)
+        d["participants"] = tuple(d["participants"])
+        d["auditors"] = tuple(d.get("auditors", ()))
+        return cls(**d)
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.to_json()).digest()
+
+    @classmethod
+    def for_run(
+        cls,
+        name: str,
+        participants: list[str],
+        model: ModelSpec,
+        algorithm: FederatedAlgorithm,
+        rule: AggregationRule,
+        seed: int,
+        schema: dict[str, Any],
+        initial_model_sha256: str,
+        **kw: Any,
+    ) -> TaskSpec:
+        return cls(
+            name=name,
+            participants=tuple(participants),
+            model=asdict(model),
+            algorithm=algorithm.name,
+            algorithm_params=algorithm.get_params(),
+            rule=rule.name,
+            rule_params=dict(rule.params),
+            seed=seed,
+            schema=schema,
+            initial_model_sha256=initial_model_sha256,
+            **kw,
+        )

@@ -1,0 +1,294 @@
+"""The trust layer inside the round: signed (and encrypted) updates in a content-addressed store,
+commitments and votes on the ledger, every organisation verifying and re-aggregating itself.
+
+Per round, for each organisation ``O`` (an :class:`OrgAgent`):
+
+1. **publish**: ``O`` seals its update (Ed25519 signature over task, round, sender, kind and the
+   payload hash; ChaCha20-Poly1305 encryption to every participant and auditor when the task
+   says so), puts the envelope in the artifact store (content id ``c``) and commits
+   ``sha256(envelope)`` and ``c`` on the ledger. The contract binds the commitment to ``O``'s
+   account and accepts one per round.
+2. **verify**: once the commit phase closes, ``O`` reads every commitment from the ledger, fetches
+   each envelope by content id (the store checks the hash), checks it equals the committed
+   hash, that the signer is the committing org's registered key, and task/round/kind; it
+   decrypts and decodes the update. A bad update is rejected with its reason, and the
+   rejection is recorded on the ledger.
+3. **aggregate and vote**: ``O`` runs the task's rule and server step on the accepted updates in
+   participant order (its own :class:`~matswarm.protocol.aggregator.Aggregator` replica), puts
+   the new global model in the store (its content id follows from its hash) and votes the hash.
+   The vote that brings a hash to quorum (at least ceil(2n/3) participants) finalises the round.
+   With the (simulated) enclave on, aggregation runs inside it and yields a quote over the code
+   measurement, the update hashes and the output hash.
+
+Ring intermediates (MatSwarm) travel as envelopes encrypted to the successor and are verified
+on arrival; they are not recorded on the ledger.
+
+What this proves, and what not: signatures and the ledger show who committed what and that the
+agreed global model is the deterministic aggregate of those commitments; they do not show that
+an org trained honestly on honest data. The embedded chain gives no consensus guarantees (one
+process holds it); the simulated enclave proves code identity, not hardware isolation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from matswarm.algorithms.base import LocalResult, RingMessage
+from matswarm.ledger import Ledger
+from matswarm.protocol.aggregator import Aggregator
+from matswarm.protocol.codec import (
+    decode_ring,
+    decode_update,
+    encode_ring,
+    encode_update,
+    encode_vector,
+)
+from matswarm.protocol.engine import RoundHooks
+from matswarm.protocol.messages import Update, vector_hash
+from matswarm.protocol.spec import TaskSpec
+from matswarm.store import BlobStore
+from matswarm.trust import (
+    SIMULATED_NOTE,
+    Envelope,
+    EnvelopeVerifier,
+    OrgIdentity,
+    PublicIdentity,
+    Quote,
+    RejectedError,
+    SimulatedEnclave,
+    seal,
+)
+
+UPDATE_KIND = "local_update"
+RING_KIND = "ring_intermediate"
+
+
+class ProtocolError(RuntimeError):
+    """The round could not complete as the protocol requires (names the round and the cause)."""
+
+
+def org_metadata(identity: PublicIdentity) -> str:
+    """What an org records on the ledger beside its keys: its name (the keys are separate)."""
+    return json.dumps({"name": identity.name}, sort_keys=True, separators=(",", ":"))
+
+
+def directory_from_ledger(ledger: Ledger, addresses: Sequence[str]) -> dict[str, PublicIdentity]:
+    """Registered public identities of ``addresses``, keyed by org name."""
+    out: dict[str, PublicIdentity] = {}
+    for addr in addresses:
+        info = ledger.org_info(addr)
+        try:
+            name = json.loads(info.metadata)["name"]
+        except (ValueError, KeyError, TypeError):
+            raise ProtocolError(
+                f"org {addr} has no name in its ledger metadata; run `matswarm org register`"
+            ) from None
+        out[name] = PublicIdentity(name, info.ed25519.hex(), info.x25519.hex(), addr)
+    return out
+
+
+@dataclass
+class Rejection:
+    round: int
+    org: str
+    reason: str
+
+
+@dataclass
+class AgentRecord:
+    """What an org keeps about its own part in a task (for the model card)."""
+
+    commit_txs: dict[int, str] = field(default_factory=dict)
+    vote_txs: dict[int, str] = field(default_factory=dict)
+    quotes: dict[int, str] = field(default_factory=dict)  # round -> quote content id
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class OrgAgent:
+    """One organisation's trust client for one task: its keys, its ledger account, the store it
+    reads and writes, its verifier and its replica of the aggregator."""
+
+    def __init__(
+        self,
+        identity: OrgIdentity,
+        ledger: Ledger,
+        store: BlobStore,
+        spec: TaskSpec,
+        task_id: bytes,
+        directory: dict[str, PublicIdentity],
+        aggregator: Aggregator,
+        enclave: SimulatedEnclave | None = None,
+    ):
+        self.identity = identity
+        self.name = identity.name
+        self.ledger = ledger.with_account(identity.evm_account())
+        self.store = store
+        self.spec = spec
+        self.task_id = task_id
+        self.task_hex = "0x" + task_id.hex()
+        self.directory = directory
+        self.verifier = EnvelopeVerifier(directory, task_id=self.task_hex, identity=identity)
+        self.aggregator = aggregator
+        self.enclave = enclave
+        self.address_of = {name: pub.evm_address for name, pub in directory.items()}
+        self.name_of = {pub.evm_address: name for name, pub in directory.items()}
+        readers = [*spec.participants, *spec.auditors]
+        self.recipients = [directory[n] for n in readers] if spec.encrypt_updates else None
+        self.record = AgentRecord()
+
+    # -- 1. publish ---------------------------------------------------------------------------
+    def publish(self, update: Update) -> str:
+        """Seal, store and commit this org's update; returns the content id."""
+        env = seal(
+            self.identity,
+            task_id=self.task_hex,
+            round=update.round,
+            kind=UPDATE_KIND,
+            payload=encode_update(update),
+            recipients=self.recipients,
+        )
+        blob = env.to_bytes()
+        cid = self.store.put(blob)
+        tx = self.ledger.commit_update(
+            self.task_id, update.round, hashlib.sha256(blob).digest(), cid
+        )
+        self.record.commit_txs[update.round] = tx.tx_hash
+        return cid
+
+    # -- 2. verify ----------------------------------------------------------------------------
+    def collect(self, round_: int) -> list[Update]:
+        """Verify every commitment of ``round_``; record and drop the bad ones."""
+        info = self.ledger.round_info(self.task_id, round_)
+        accepted = []
+        for addr, c in sorted(info.commitments.items(), key=lambda kv: self._order(kv[0])):
+            org = self.name_of.get(addr, addr)
+            try:
+                accepted.append(self.check_commitment(round_, org, c.update_hash, c.cid))
+            except (RejectedError, ProtocolError, ValueError) as exc:
+                reason = f"{getattr(exc, 'reason', 'invalid')}: {exc}"[:250]
+                self.record.rejections.append(Rejection(round_, org, reason))
+                self.ledger.record_rejection(self.task_id, round_, addr, reason)
+        return accepted
+
+    def _order(self, addr: str) -> int:
+        name = self.name_of.get(addr)
+        return self.spec.participants.index(name) if name in self.spec.participants else 10**6
+
+    def check_commitment(self, round_: int, org: str, update_hash: bytes, cid: str) -> Update:
+        """Fetch, check and decode one committed update (raises with a reason if bad)."""
+        blob = self.store.get(cid)  # verifies the content id
+        if hashlib.sha256(blob).digest() != update_hash:
+            raise ProtocolError(f"blob {cid} is not the update {org} committed for round {round_}")
+        env = Envelope.from_bytes(blob)
+        if env.sender != org:
+            raise ProtocolError(f"commitment by {org} carries an envelope signed as {env.sender}")
+        payload = self.verifier.verify(env, round=round_, kind=UPDATE_KIND)
+        upd = decode_update(payload)
+        if (upd.task, upd.round, upd.org) != (self.task_hex, round_, org):
+            raise ProtocolError(
+                f"update from {org} names task/round/org {upd.task}/{upd.round}/{upd.org}"
+            )
+        return upd
+
+    # -- 3. aggregate and vote -----------------------------------------------------------------
+    def aggregate_and_vote(
+        self, round_: int, global_params: np.ndarray, updates: Sequence[Update]
+    ) -> np.ndarray:
+        if self.enclave is not None:
+            inputs: dict[str, str | bytes] = {"start_model": vector_hash(global_params)}
+            inputs.update({f"update:{u.org}": u.digest() for u in updates})
+            attested = self.enclave.run(
+                self.aggregator.step,
+                global_params,
+                list(updates),
+                purpose="aggregate",
+                task_id=self.task_hex,
+                round=round_,
+                inputs=inputs,
+                encode=encode_vector,
+            )
+            new_global = attested.value
+            self.record.quotes[round_] = self.store.put(attested.quote.to_json().encode())
+        else:
+            new_global = self.aggregator.step(global_params, updates)
+        self.store.put(encode_vector(new_global))
+        tx = self.ledger.vote_global(self.task_id, round_, bytes.fromhex(vector_hash(new_global)))
+        self.record.vote_txs[round_] = tx.tx_hash
+        return new_global
+
+    # -- ring intermediates ------------------------------------------------------------------
+    def seal_ring(self, round_: int, receiver: str, message: RingMessage) -> bytes:
+        env = seal(
+            self.identity,
+            task_id=self.task_hex,
+            round=round_,
+            kind=RING_KIND,
+            payload=encode_ring(message),
+            recipients=[self.directory[receiver]],
+        )
+        return env.to_bytes()
+
+    def open_ring(self, round_: int, sender: str, blob: bytes) -> RingMessage:
+        env = Envelope.from_bytes(blob)
+        if env.sender != sender:
+            raise ProtocolError(f"ring message from {sender} is signed as {env.sender}")
+        return decode_ring(self.verifier.verify(env, round=round_, kind=RING_KIND))
+
+
+class TrustedHooks(RoundHooks):
+    """Runs the trust protocol of every in-process organisation around the engine's round."""
+
+    def __init__(self, agents: Sequence[OrgAgent]):
+        self.agents = {a.name: a for a in agents}
+        self.reference = agents[0]
+        self._accepted: dict[str, list[Update]] = {}
+
+    def publish(self, update: Update, result: LocalResult) -> None:
+        self.agents[update.org].publish(update)
+
+    def collect(self, round_: int, updates: list[Update]) -> list[Update]:
+        # Every org verifies on its own; an honest consortium reaches the same verdict.
+        self._accepted = {name: a.collect(round_) for name, a in self.agents.items()}
+        ref = self._accepted[self.reference.name]
+        if not ref:
+            raise ProtocolError(f"round {round_}: no update survived verification")
+        return ref
+
+    def finalise(self, round_, previous_global, global_params, updates, aggregator) -> str:
+        for name, agent in self.agents.items():
+            agent.aggregate_and_vote(round_, previous_global, self._accepted[name])
+        info = self.reference.ledger.round_info(self.reference.task_id, round_)
+        if info.final_hash is None:
+            raise ProtocolError(
+                f"round {round_} did not finalise: {len(info.votes)} vote(s) for "
+                f"{len(set(info.votes.values()))} distinct hash(es)"
+            )
+        final = info.final_hash.hex()
+        if final != vector_hash(global_params):
+            raise ProtocolError(
+                f"round {round_}: the ledger finalised {final[:12]}…, but this process "
+                f"aggregated {vector_hash(global_params)[:12]}…"
+            )
+        return final
+
+    def ring_handoff(self, round_, sender, receiver, message):
+        blob = self.agents[sender].seal_ring(round_, receiver, message)
+        return self.agents[receiver].open_ring(round_, sender, blob)
+
+
+__all__ = [
+    "SIMULATED_NOTE",
+    "AgentRecord",
+    "OrgAgent",
+    "ProtocolError",
+    "Quote",
+    "Rejection",
+    "TrustedHooks",
+    "directory_from_ledger",
+    "org_metadata",
+]
