@@ -11,20 +11,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from matswarm.aggregation import AggregationRule
 from matswarm.algorithms import FederatedAlgorithm
 from matswarm.ledger import Ledger
+from matswarm.models.base import RegressionModel
 from matswarm.protocol.aggregator import Aggregator
+from matswarm.protocol.archive import build_archive
 from matswarm.protocol.codec import encode_vector
 from matswarm.protocol.engine import RoundEngine
 from matswarm.protocol.messages import vector_hash
 from matswarm.protocol.spec import TaskSpec
 from matswarm.protocol.trusted import OrgAgent, TrustedHooks, org_metadata
 from matswarm.store import BlobStore, LocalStore
-from matswarm.trust import OrgIdentity, SimulatedEnclave
+from matswarm.trust import SIMULATED_NOTE, OrgIdentity, SimulatedEnclave
 
 
 @dataclass(frozen=True)
@@ -139,3 +142,75 @@ def trusted_engine(
         consortium.agents(spec, task_id, engine.aggregator, settings.enclave)
     )
     return engine, spec, task_id
+
+
+SECURITY_NOTE = (
+    "Signatures, commitments and votes show who contributed what and that each global model is "
+    "the agreed deterministic aggregate; they do not show that an org trained honestly on honest "
+    "data. The embedded chain is one process: no consensus, no tamper resistance against its "
+    "operator (production: a permissioned Besu/QBFT chain, one validator per org). "
+    + SIMULATED_NOTE
+)
+
+
+def finish_task(
+    consortium: Consortium,
+    spec: TaskSpec,
+    task_id: bytes,
+    engine: RoundEngine,
+    *,
+    model: RegressionModel,
+    extra_card: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Archive the final model (safetensors + model card) and record its content id on the
+    ledger (the issuer's "uploading" transaction). Returns ``(cid, card)``."""
+    final = engine.run_state.global_params
+    model.set_flat(final)
+    hooks = engine.hooks
+    agents = hooks.agents if isinstance(hooks, TrustedHooks) else {}
+    ledger = consortium.ledger
+    card: dict[str, Any] = {
+        "format": "matswarm-model-card/v1",
+        "task": "0x" + task_id.hex(),
+        "spec_sha256": spec.digest().hex(),
+        "name": spec.name,
+        "target": spec.schema.get("target"),
+        "unit": spec.schema.get("unit"),
+        "features": spec.schema.get("features"),
+        "model": spec.model,
+        "algorithm": {"name": spec.algorithm, **spec.algorithm_params},
+        "aggregation": {"rule": spec.rule, **spec.rule_params},
+        "participants": [
+            {"name": n, "address": consortium.identities[n].evm_address} for n in spec.participants
+        ],
+        "rounds": [
+            {"round": rec.round, "global_sha256": rec.global_hash}
+            for rec in engine.run_state.history
+        ],
+        "final_model_sha256": vector_hash(final),
+        "ledger": {
+            "chain_id": ledger.expected_chain_id,
+            "contract": ledger.address,
+            "transactions": {
+                name: {"commits": a.record.commit_txs, "votes": a.record.vote_txs}
+                for name, a in agents.items()
+            },
+            "rejections": [
+                {"by": name, "round": r.round, "org": r.org, "reason": r.reason}
+                for name, a in agents.items()
+                for r in a.record.rejections
+            ],
+        },
+        "attestation": {
+            "backend": "simulated" if any(a.enclave for a in agents.values()) else None,
+            "quotes": {name: a.record.quotes for name, a in agents.items() if a.record.quotes},
+            "note": SIMULATED_NOTE,
+        },
+        "security_note": SECURITY_NOTE,
+        **(extra_card or {}),
+    }
+    blob = build_archive(model, card)
+    cid = consortium.store.put(blob)
+    issuer = ledger.with_account(consortium.identities[spec.participants[0]].evm_account())
+    issuer.set_final_model(task_id, bytes.fromhex(vector_hash(final)), cid)
+    return cid, card

@@ -51,7 +51,7 @@ from matswarm.protocol.codec import (
 from matswarm.protocol.engine import RoundHooks
 from matswarm.protocol.messages import Update, vector_hash
 from matswarm.protocol.spec import TaskSpec
-from matswarm.store import BlobStore
+from matswarm.store import BlobStore, StoreError
 from matswarm.trust import (
     SIMULATED_NOTE,
     Envelope,
@@ -169,7 +169,7 @@ class OrgAgent:
             org = self.name_of.get(addr, addr)
             try:
                 accepted.append(self.check_commitment(round_, org, c.update_hash, c.cid))
-            except (RejectedError, ProtocolError, ValueError) as exc:
+            except (RejectedError, ProtocolError, StoreError, ValueError) as exc:
                 reason = f"{getattr(exc, 'reason', 'invalid')}: {exc}"[:250]
                 self.record.rejections.append(Rejection(round_, org, reason))
                 self.ledger.record_rejection(self.task_id, round_, addr, reason)

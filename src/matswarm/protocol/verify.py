@@ -1,0 +1,255 @@
+"""``matswarm verify``: re-derive a task from the ledger and the artifact store alone.
+
+For every finalised round it checks, in order: each commitment's blob is in the store and
+matches its content id and the committed hash; the envelope is signed by the committing org's
+registered key for this task and round; the update decodes and names the same task, round and
+org; the task's aggregation rule and server step applied to the valid updates (in participant
+order, from the previous round's global model) give exactly the finalised hash; a quorum of
+participants voted that hash; the global model's blob is in the store. Then it checks the final
+model archive against the last round. The first failure is reported with its round and org.
+
+Encrypted updates need a participant's or auditor's identity to be decrypted; without one the
+signature, commitment and quorum checks still run but the aggregate cannot be recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from matswarm.ledger import Ledger, LedgerError, TaskStatus
+from matswarm.protocol.aggregator import Aggregator
+from matswarm.protocol.archive import flat_parameters, read_archive
+from matswarm.protocol.codec import CodecError, decode_update, decode_vector
+from matswarm.protocol.messages import Update, vector_hash
+from matswarm.protocol.spec import TaskSpec
+from matswarm.protocol.trusted import UPDATE_KIND, ProtocolError, directory_from_ledger
+from matswarm.store import BlobStore, StoreError
+from matswarm.store.cid import cid_from_digest
+from matswarm.trust import Envelope, EnvelopeVerifier, OrgIdentity, RejectedError, open_envelope
+
+
+@dataclass
+class Finding:
+    ok: bool
+    what: str
+    round: int | None = None
+    org: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    task: str
+    findings: list[Finding] = field(default_factory=list)
+    rounds_verified: int = 0
+    rounds_total: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.findings)
+
+    @property
+    def first_failure(self) -> Finding | None:
+        return next((f for f in self.findings if not f.ok), None)
+
+    def add(self, ok: bool, what: str, round_: int | None = None, org: str | None = None) -> bool:
+        self.findings.append(Finding(ok, what, round_, org))
+        return ok
+
+
+def load_spec(ledger: Ledger, store: BlobStore, task_id: bytes) -> TaskSpec:
+    info = ledger.task_info(task_id)
+    return TaskSpec.from_json(store.get(cid_from_digest(info.spec_hash)))
+
+
+def verify_task(
+    ledger: Ledger,
+    store: BlobStore,
+    task_id: bytes,
+    identity: OrgIdentity | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
+    """Re-check every finalised round of ``task_id``; see the module docstring."""
+    task_hex = "0x" + task_id.hex()
+    rep = VerifyReport(task_hex)
+    try:
+        info = ledger.task_info(task_id)
+        spec = TaskSpec.from_json(store.get(cid_from_digest(info.spec_hash)))
+    except (StoreError, ValueError, ProtocolError, LedgerError) as exc:
+        rep.add(False, f"task spec cannot be read: {exc}")
+        return rep
+    rep.rounds_total = info.rounds
+    rep.add(True, f"task spec {info.spec_hash.hex()[:12]}… found in the store")
+    code_ok = (
+        info.train_code_hash.hex() == spec.train_code_sha256
+        and info.agg_code_hash.hex() == spec.agg_code_sha256
+    )
+    if not rep.add(code_ok, "code hashes on the ledger match the spec"):
+        return rep
+    try:
+        directory = directory_from_ledger(ledger, info.participants)
+    except ProtocolError as exc:
+        rep.add(False, str(exc))
+        return rep
+    names = [n for n in directory]
+    if not rep.add(
+        tuple(names) == spec.participants, f"participants on the ledger {names} match the spec"
+    ):
+        return rep
+    for name, pub in directory.items():
+        if not rep.add(ledger.is_admitted(pub.evm_address), f"{name} is an admitted org", org=name):
+            return rep
+    auditors = {}
+    if spec.auditors and identity is not None and identity.name in spec.auditors:
+        auditors[identity.name] = identity.public
+    verifier = EnvelopeVerifier({**directory, **auditors}, task_id=task_hex)
+    name_of = {pub.evm_address: n for n, pub in directory.items()}
+    try:
+        g = decode_vector(store.get(cid_from_digest(bytes.fromhex(spec.initial_model_sha256))))
+    except (StoreError, CodecError) as exc:
+        rep.add(False, f"initial model: {exc}")
+        return rep
+    n_features = len(spec.schema["features"])
+    seeded = spec.model_spec().build(n_features, spec.seed).get_flat()
+    rep.add(
+        vector_hash(seeded) == spec.initial_model_sha256,
+        "initial model is the seeded initialisation the spec names",
+    )
+    aggregator = Aggregator(spec.build_algorithm(), spec.build_rule(), spec.participants, g)
+    can_decrypt = not spec.encrypt_updates or identity is not None
+    if not can_decrypt:
+        rep.add(
+            False,
+            "updates are encrypted: pass a participant's or auditor's keystore to "
+            "recompute the aggregates",
+        )
+    last_final: bytes | None = None
+    for r in range(1, info.rounds + 1):
+        rinfo = ledger.round_info(task_id, r)
+        if not rinfo.finalized:
+            rep.add(
+                True,
+                f"round {r} is not final yet ({rinfo.phase.name.lower()}); "
+                f"verified the {r - 1} finalised round(s)",
+                round_=r,
+            )
+            break
+        accepted: list[Update] = []
+        for addr in sorted(
+            rinfo.commitments,
+            key=lambda a: spec.participants.index(name_of[a]) if a in name_of else 10**6,
+        ):
+            c = rinfo.commitments[addr]
+            org = name_of.get(addr)
+            if org is None:
+                rep.add(False, f"commitment from {addr}, not a participant", r)
+                return rep
+            try:
+                blob = store.get(c.cid)
+                if hashlib.sha256(blob).digest() != c.update_hash:
+                    raise ProtocolError(f"blob {c.cid} is not the committed update")
+                env = Envelope.from_bytes(blob)
+                if env.sender != org:
+                    raise ProtocolError(f"envelope is signed as {env.sender}")
+                verifier.check(env, round=r, kind=UPDATE_KIND)
+                if not can_decrypt:
+                    continue
+                payload = open_envelope(env, identity) if env.encrypted else env.body
+                upd = decode_update(payload)
+                if (upd.task, upd.round, upd.org) != (task_hex, r, org):
+                    raise ProtocolError(f"update names {upd.task}/{upd.round}/{upd.org}")
+                accepted.append(upd)
+            except (StoreError, RejectedError, ProtocolError, CodecError, ValueError) as exc:
+                # Honest orgs dropped this update; the recomputation below must agree.
+                rep.add(True, f"update of {org} is invalid and was excluded: {exc}", r, org)
+        votes_for_final = sum(v == rinfo.final_hash for v in rinfo.votes.values())
+        if not rep.add(
+            votes_for_final >= info.quorum,
+            f"{votes_for_final} of {len(info.participants)} votes for the final hash "
+            f"(quorum {info.quorum})",
+            r,
+        ):
+            return rep
+        assert rinfo.final_hash is not None
+        if can_decrypt:
+            if not accepted:
+                rep.add(False, "no valid update, yet the round was finalised", r)
+                return rep
+            g = aggregator.step(g, accepted)
+            if not rep.add(
+                vector_hash(g) == rinfo.final_hash.hex(),
+                f"recomputed aggregate {vector_hash(g)[:12]}… equals the finalised "
+                f"hash {rinfo.final_hash.hex()[:12]}…",
+                r,
+            ):
+                bad = _suspects(rep, r)
+                if bad:
+                    rep.findings[-1].org = bad
+                return rep
+        try:
+            stored = decode_vector(store.get(cid_from_digest(rinfo.final_hash)))
+            rep.add(
+                vector_hash(stored) == rinfo.final_hash.hex(), "global model is in the store", r
+            )
+        except (StoreError, CodecError) as exc:
+            rep.add(False, f"global model of the round: {exc}", r)
+            return rep
+        last_final = rinfo.final_hash
+        rep.rounds_verified = r
+        if progress:
+            progress(r, info.rounds)
+    if info.status is TaskStatus.ARCHIVED and info.final_model_cid:
+        _check_archive(rep, store, spec, info.final_model_cid, info.final_model_hash, last_final)
+    return rep
+
+
+def _suspects(rep: VerifyReport, round_: int) -> str | None:
+    excluded = [f.org for f in rep.findings if f.round == round_ and "excluded" in f.what]
+    return excluded[0] if excluded else None
+
+
+def _check_archive(rep, store, spec, cid, model_hash, last_final) -> None:
+    try:
+        weights, card = read_archive(store.get(cid))
+    except (StoreError, CodecError) as exc:
+        rep.add(False, f"final model archive {cid}: {exc}")
+        return
+    model = spec.model_spec().build(len(spec.schema["features"]), spec.seed)
+    try:
+        flat = flat_parameters(model, weights)
+    except (RuntimeError, ValueError) as exc:
+        rep.add(False, f"final model weights do not fit the spec's model: {exc}")
+        return
+    h = vector_hash(flat)
+    ok = (
+        model_hash is not None
+        and h == model_hash.hex()
+        and last_final is not None
+        and h == last_final.hex()
+    )
+    rep.add(ok, f"final model archive {cid[:16]}… holds the last finalised global model")
+    rep.add(
+        card.get("task") == rep.task and card.get("features") == spec.schema["features"],
+        "model card names this task and the schema's features in order",
+    )
+
+
+def report_lines(rep: VerifyReport) -> list[str]:
+    out = []
+    for f in rep.findings:
+        where = " ".join(
+            x for x in (f"round {f.round}" if f.round else "", f"org {f.org}" if f.org else "") if x
+        )
+        out.append(f"{'PASS' if f.ok else 'FAIL'}  {where + ': ' if where else ''}{f.what}")
+    return out
+
+
+def first_failure_line(rep: VerifyReport) -> str:
+    f = rep.first_failure
+    if f is None:
+        return f"PASS: {rep.rounds_verified} of {rep.rounds_total} rounds re-derived and verified"
+    where = ", ".join(
+        x for x in (f"round {f.round}" if f.round else "", f"org {f.org}" if f.org else "") if x
+    )
+    return f"FAIL{' at ' + where if where else ''}: {f.what}"

@@ -1,0 +1,54 @@
+"""A small trusted task on the embedded chain, shared by the trust-flow tests (keys are generated
+at test time and never written)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+
+from matswarm.aggregation import make_rule
+from matswarm.algorithms import make_algorithm
+from matswarm.models import ModelSpec
+from matswarm.protocol.consortium import Consortium, TrustSettings, finish_task, trusted_engine
+from matswarm.runtime import build_engine
+
+SPEC = ModelSpec("mlp", hidden=8)
+
+
+def run_trusted(
+    ds,
+    workdir,
+    *,
+    algorithm="matswarm",
+    rounds=3,
+    rule="mean",
+    encrypt=True,
+    enclave=False,
+    seed=0,
+    finish=True,
+):
+    algo = make_algorithm(algorithm, rounds=rounds, local_steps=4, lr=1e-2, batch_size=32)
+    cons = Consortium.embedded(workdir, ds.org_names)
+    eng = build_engine(ds, SPEC, algo, make_rule(rule), seed)
+    eng, spec, task_id = trusted_engine(
+        eng,
+        cons,
+        model_spec_dict=asdict(SPEC),
+        algorithm=algo,
+        rule=make_rule(rule),
+        seed=seed,
+        schema=ds.schema.to_dict(),
+        settings=TrustSettings(encrypt_updates=encrypt, enclave=enclave),
+    )
+    eng.run()
+    if finish:
+        finish_task(cons, spec, task_id, eng, model=SPEC.build(ds.schema.n_features))
+    return cons, eng, spec, task_id
+
+
+@pytest.fixture()
+def trusted_run(small_synthetic, tmp_path):
+    cons, eng, spec, task_id = run_trusted(small_synthetic, tmp_path)
+    yield cons, eng, spec, task_id
+    cons.close()

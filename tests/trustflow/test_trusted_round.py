@@ -1,0 +1,145 @@
+"""The trust layer end to end: the same hashes as the plain run, and verify catches tampering."""
+
+import os
+
+import numpy as np
+import pytest
+
+from matswarm.aggregation import make_rule
+from matswarm.algorithms import make_algorithm
+from matswarm.protocol.verify import first_failure_line, verify_task
+from matswarm.runtime import build_engine
+from matswarm.store.cid import cid_from_digest
+
+from .conftest import SPEC, run_trusted
+
+
+def test_trusted_run_has_the_plain_runs_hashes_and_verifies(trusted_run, small_synthetic):
+    cons, eng, _, task_id = trusted_run
+    plain = build_engine(
+        small_synthetic,
+        SPEC,
+        make_algorithm("matswarm", rounds=3, local_steps=4, lr=1e-2, batch_size=32),
+        make_rule("mean"),
+        0,
+    ).run()
+    assert [r.global_hash for r in eng.run_state.history] == [r.global_hash for r in plain.history]
+    ident = cons.identities["org2"]
+    rep = verify_task(cons.ledger, cons.store, task_id, identity=ident)
+    assert rep.ok, first_failure_line(rep)
+    assert rep.rounds_verified == 3
+    assert any("final model archive" in f.what and f.ok for f in rep.findings)
+
+
+def test_without_a_key_encrypted_updates_cannot_be_recomputed(trusted_run):
+    cons, _, _, task_id = trusted_run
+    rep = verify_task(cons.ledger, cons.store, task_id)
+    assert not rep.ok and "encrypted" in rep.first_failure.what
+
+
+def _flip_byte(cons, cid: str, offset: int = 200) -> None:
+    path = cons.store.path_of(cid)
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_byte_in_a_stored_update_fails_naming_round_and_org(trusted_run):
+    cons, _, _, task_id = trusted_run
+    c = cons.ledger.round_info(task_id, 2).commitments[cons.identities["org3"].evm_address]
+    _flip_byte(cons, c.cid)
+    rep = verify_task(cons.ledger, cons.store, task_id, identity=cons.identities["org1"])
+    f = rep.first_failure
+    assert f is not None and f.round == 2 and f.org == "org3", first_failure_line(rep)
+
+
+def test_flipped_byte_in_a_stored_global_model_fails_naming_round(trusted_run):
+    cons, _, _, task_id = trusted_run
+    final = cons.ledger.round_info(task_id, 1).final_hash
+    _flip_byte(cons, cid_from_digest(final), offset=40)
+    rep = verify_task(cons.ledger, cons.store, task_id, identity=cons.identities["org1"])
+    f = rep.first_failure
+    assert f is not None and f.round == 1 and "global model" in f.what
+
+
+def test_flipped_byte_in_the_final_archive_fails(trusted_run):
+    cons, _, _, task_id = trusted_run
+    _flip_byte(cons, cons.ledger.task_info(task_id).final_model_cid, offset=300)
+    rep = verify_task(cons.ledger, cons.store, task_id, identity=cons.identities["org1"])
+    assert not rep.ok and "final model archive" in rep.first_failure.what
+
+
+def test_clear_updates_verify_without_keys_and_enclave_quotes(small_synthetic, tmp_path):
+    cons, eng, _, task_id = run_trusted(
+        small_synthetic, tmp_path, algorithm="fedavg", encrypt=False, enclave=True, rounds=2
+    )
+    try:
+        rep = verify_task(cons.ledger, cons.store, task_id)
+        assert rep.ok, first_failure_line(rep)
+        agent = eng.hooks.agents["org1"]
+        assert set(agent.record.quotes) == {1, 2}
+        from matswarm.trust import Quote
+
+        q = Quote.from_json(cons.store.get(agent.record.quotes[2]))
+        assert q.output_hash == eng.run_state.history[-1].global_hash
+    finally:
+        cons.close()
+
+
+def test_tampered_update_is_rejected_and_recorded(small_synthetic, tmp_path):
+    """An org whose stored envelope is corrupted before the others verify is dropped, the
+    rejection is on the ledger, and the round still finalises on the honest aggregate."""
+    from matswarm.protocol.trusted import OrgAgent
+
+    original = OrgAgent.publish
+
+    def corrupt_org3(self, update):
+        cid = original(self, update)
+        if self.name == "org3" and update.round == 2:
+            path = self.store.path_of(cid)
+            os.chmod(path, 0o644)
+            data = bytearray(path.read_bytes())
+            data[-5] ^= 0xFF
+            path.write_bytes(bytes(data))
+        return cid
+
+    OrgAgent.publish = corrupt_org3
+    try:
+        cons, eng, _, task_id = run_trusted(
+            small_synthetic, tmp_path, algorithm="fedavg", finish=False
+        )
+    finally:
+        OrgAgent.publish = original
+    try:
+        assert eng.run_state.history[1].participants == ("org1", "org2")
+        events = cons.ledger.events(task_id, names=["UpdateRejected"])
+        assert len(events) == 3 and all(e.args["round"] == 2 for e in events)
+        rep = verify_task(cons.ledger, cons.store, task_id, identity=cons.identities["org1"])
+        assert rep.ok, first_failure_line(rep)
+    finally:
+        cons.close()
+
+
+def test_spec_round_trip_and_digest(trusted_run):
+    from matswarm.protocol.spec import TaskSpec
+
+    _, _, spec, _ = trusted_run
+    again = TaskSpec.from_json(spec.to_json())
+    assert again == spec and again.digest() == spec.digest()
+    assert len(spec.train_code_sha256) == 64 and spec.rounds == 3
+
+
+def test_global_blob_is_addressed_by_its_hash(trusted_run):
+    cons, eng, _, task_id = trusted_run
+    h = cons.ledger.round_info(task_id, 3).final_hash
+    v = np.frombuffer(cons.store.get(cid_from_digest(h)), "<f4")
+    assert np.array_equal(v, eng.run_state.global_params)
+
+
+def test_unknown_task_is_an_error(trusted_run):
+    cons, *_ = trusted_run
+    rep = verify_task(cons.ledger, cons.store, b"\x01" * 32)
+    assert not rep.ok and "task spec cannot be read" in rep.first_failure.what
+    with pytest.raises(Exception, match="unknown task"):
+        cons.ledger.task_info(b"\x01" * 32)
