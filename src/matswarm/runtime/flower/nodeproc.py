@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -76,5 +77,9 @@ def run_node(
             except subprocess.TimeoutExpired:
                 child.kill()
         server.close()
+    # The SuperNode reports its Flower exit code in its log (the process itself may exit 1).
+    found = re.findall(r"Exit Code: (\d+)", log_path.read_text(errors="replace"))
+    if found and code != 0:
+        code = int(found[-1])
     log.info("%s: SuperNode exited with %s", org, code)
     return int(code)

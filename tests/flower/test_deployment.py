@@ -1,0 +1,214 @@
+"""End to end on 127.0.0.1: a SuperLink with TLS and SuperNode authentication, three org nodes
+(`matswarm node start`, each a long-lived node process plus its SuperNode), tasks started with
+`matswarm task run` through the Control API. Every process is started here and stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from tests.flower.helpers import inprocess_hashes, make_spec
+
+from matswarm.cli.deploy import NODE_REFUSED
+from matswarm.runtime.flower.deploy import ControlClient, free_port, make_node_key, wait_port
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "matswarm.cli.main"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
+    return env
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def cluster(org_files, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cluster")
+    port = free_port()
+    procs: list[subprocess.Popen] = []
+    env = _env()
+    env["FLWR_HOME"] = str(d / "flwr-home")
+    coord = subprocess.Popen(
+        [*CLI, "coordinator", "start", "--dir", str(d / "coord"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    procs.append(coord)
+    address = f"127.0.0.1:{port}"
+    ca = d / "coord" / "tls" / "ca.crt"
+    nodes: dict[str, dict] = {}
+    try:
+        wait_port("127.0.0.1", port, timeout=60)
+        keys = {name: make_node_key(d / "keys" / name) for name in org_files}
+        # One registration through the CLI, the others through the same Control API call.
+        first = next(iter(org_files))
+        out = subprocess.run(
+            [
+                *CLI,
+                "coordinator",
+                "register-node",
+                str(keys[first][1]),
+                "--name",
+                first,
+                "--coordinator",
+                address,
+                "--root-cert",
+                str(ca),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        with ControlClient(address, ca) as cc:
+            for name in list(org_files)[1:]:
+                cc.register_node(keys[name][1], name)
+        for name, path in org_files.items():
+            wd = d / name
+            p = subprocess.Popen(
+                [
+                    *CLI,
+                    "node",
+                    "start",
+                    "--org",
+                    name,
+                    "--data",
+                    str(path),
+                    "--coordinator",
+                    address,
+                    "--root-cert",
+                    str(ca),
+                    "--key",
+                    str(keys[name][0]),
+                    "--workdir",
+                    str(wd),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
+            procs.append(p)
+            nodes[name] = {"proc": p, "workdir": wd}
+        yield {"address": address, "ca": ca, "dir": d, "nodes": nodes, "env": env, "procs": procs}
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+
+
+def _task_run(cluster, spec, name: str, timeout: float = 240) -> subprocess.Popen:
+    task = cluster["dir"] / f"{name}.json"
+    task.write_text(spec.to_json())
+    return subprocess.Popen(
+        [
+            *CLI,
+            "task",
+            "run",
+            str(task),
+            "--coordinator",
+            cluster["address"],
+            "--root-cert",
+            str(cluster["ca"]),
+            "--timeout",
+            str(timeout),
+        ],
+        env=cluster["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_unregistered_node_is_refused(cluster, org_files, tmp_path):
+    priv, _pub = make_node_key(tmp_path / "intruder")
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "node",
+            "start",
+            "--org",
+            "org1",
+            "--data",
+            str(org_files["org1"]),
+            "--coordinator",
+            cluster["address"],
+            "--root-cert",
+            str(cluster["ca"]),
+            "--key",
+            str(priv),
+            "--workdir",
+            str(tmp_path / "wd"),
+        ],
+        env=cluster["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        _stop(proc)
+    assert proc.returncode == NODE_REFUSED, out
+    assert "refused this node's key" in out
+
+
+def test_three_rounds_over_tls_match_inprocess(cluster, org_files):
+    spec = make_spec(org_files, "fedavg", task="deploy-fedavg", round_deadline_s=60)
+    expected = inprocess_hashes(org_files, spec)
+    proc = _task_run(cluster, spec, "deploy-fedavg")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    result = json.loads((cluster["dir"] / "deploy-fedavg.result.json").read_text())
+    assert [r["global_hash"] for r in result["rounds"]] == expected
+    assert result["dropouts"] == {}
+    # every node stored the final model and agrees on its hash
+    for n in cluster["nodes"].values():
+        meta = json.loads((n["workdir"] / "models" / "deploy-fedavg-global.json").read_text())
+        assert meta["sha256"] == result["final_hash"] == expected[-1]
+
+
+def test_killed_node_is_a_recorded_dropout_and_the_task_finishes(cluster, org_files):
+    spec = make_spec(org_files, "fedavg", rounds=4, task="deploy-dropout", round_deadline_s=15)
+    proc = _task_run(cluster, spec, "deploy-dropout")
+    status = cluster["dir"] / "deploy-dropout.status.json"
+    victim = cluster["nodes"]["org3"]
+    pids = json.loads((victim["workdir"] / "node.json").read_text())
+    end = time.monotonic() + 180
+    while time.monotonic() < end:  # kill org3 (node + SuperNode, by PID) once round 1 is final
+        try:
+            if json.loads(status.read_text())["rounds"]:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    else:
+        pytest.fail("round 1 never finished")
+    for pid in (pids["pid"], pids["supernode_pid"]):
+        os.kill(pid, signal.SIGKILL)
+    victim["proc"].wait(10)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    result = json.loads((cluster["dir"] / "deploy-dropout.result.json").read_text())
+    assert len(result["rounds"]) == 4
+    assert result["rounds"][0]["participants"] == ["org1", "org2", "org3"]
+    later = {int(k): v for k, v in result["dropouts"].items()}
+    assert later and all(v == ["org3"] for v in later.values())
+    assert min(later) >= 2
+    assert "missing: org3" in out
