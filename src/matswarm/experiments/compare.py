@@ -31,7 +31,7 @@ from matswarm.evaluation.metrics import Evaluator
 from matswarm.evaluation.plots import curves_plot, parity_plot
 from matswarm.experiments.config import ConfigError, ExperimentConfig
 from matswarm.experiments.runner import DISPLAY, SummaryRow, Unit, UnitResult, run_units, summarise
-from matswarm.protocol import RoundHooks
+from matswarm.protocol.consortium import SECURITY_NOTE, TrustSettings
 
 
 def load_data(
@@ -106,14 +106,23 @@ def run_comparison(
     *,
     notice: str | None = None,
     on_done: Callable[[UnitResult], None] | None = None,
-    hooks_factory: Callable[[], RoundHooks] | None = None,
+    trust: TrustSettings | None = None,
     plots: bool = True,
 ) -> Report:
     """Train all (method, seed) units and write results.json/results.csv/plots to cfg.output."""
     t0 = time.perf_counter()
     rule = cfg.make_rule()
     units = [
-        Unit(dataset, cfg.model, m, cfg.algorithm(m), rule, seed, hooks_factory)
+        Unit(
+            dataset,
+            cfg.model,
+            m,
+            cfg.algorithm(m),
+            rule,
+            seed,
+            trust,
+            str(Path(cfg.output) / "trust"),
+        )
         for seed in cfg.seeds
         for m in cfg.methods
     ]
@@ -180,13 +189,30 @@ def _write_json(out, cfg, dataset, rows, dummy, results, seconds, notice) -> Pat
                 "seconds": round(r.seconds, 3),
                 "mse": {k: m.mse for k, m in r.metrics.items()},
                 "test_mse_per_round": r.test_mse_per_round,
+                "trust": r.trust,
             }
             for r in results
         ],
+        "trust": trust_summary(results),
     }
     path = out / "results.json"
     path.write_text(json.dumps(doc, indent=2))
     return path
+
+
+def trust_summary(results: list[UnitResult]) -> dict | None:
+    """How many runs went through the trust layer and whether every one verified."""
+    runs = [r.trust for r in results if r.trust]
+    if not runs:
+        return None
+    return {
+        "tasks": len(runs),
+        "all_verified": all(t["verified"] for t in runs),
+        "rounds_verified": sum(t["rounds_verified"] for t in runs),
+        "ledger_events": sum(t["ledger_events"] for t in runs),
+        "ledger": "embedded EVM chain (eth-tester + py-evm), one per run, under trust/",
+        "note": SECURITY_NOTE,
+    }
 
 
 def _write_csv(out: Path, rows: list[SummaryRow]) -> Path:

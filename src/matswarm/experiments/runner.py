@@ -11,7 +11,8 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +21,8 @@ from matswarm.algorithms import Algorithm, Baseline, FederatedAlgorithm
 from matswarm.data.federated import FederatedDataset
 from matswarm.evaluation.metrics import Evaluator, Metrics
 from matswarm.models import ModelSpec
-from matswarm.protocol import RoundHooks
+from matswarm.protocol.consortium import Consortium, TrustSettings, finish_task, trusted_engine
+from matswarm.protocol.verify import first_failure_line, verify_task
 from matswarm.runtime import build_engine, configure_torch, run_baseline
 
 DISPLAY = {
@@ -46,6 +48,7 @@ class UnitResult:
     train_loss_per_round: dict[str, list[float]] = field(default_factory=dict)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
+    trust: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class Unit:
     algorithm: Algorithm
     rule: AggregationRule
     seed: int
-    hooks_factory: Callable[[], RoundHooks] | None = None
+    trust: TrustSettings | None = None
+    workdir: str | None = None
 
 
 def run_unit(unit: Unit) -> UnitResult:
@@ -77,8 +81,24 @@ def run_unit(unit: Unit) -> UnitResult:
             unit.method, unit.seed, metrics, predictions=preds, seconds=time.perf_counter() - t0
         )
     assert isinstance(algo, FederatedAlgorithm)
-    hooks = unit.hooks_factory() if unit.hooks_factory else None
-    engine = build_engine(unit.dataset, unit.model, algo, unit.rule, unit.seed, hooks=hooks)
+    engine = build_engine(unit.dataset, unit.model, algo, unit.rule, unit.seed)
+    consortium = None
+    if unit.trust is not None and unit.trust.enabled:
+        if unit.workdir is None:
+            raise ValueError("a run with the trust layer needs a workdir for its ledger and store")
+        workdir = Path(unit.workdir) / f"{unit.method}-seed{unit.seed}"
+        consortium = Consortium.embedded(workdir, unit.dataset.org_names)
+        engine, spec, task_id = trusted_engine(
+            engine,
+            consortium,
+            model_spec_dict=asdict(unit.model),
+            algorithm=algo,
+            rule=unit.rule,
+            seed=unit.seed,
+            schema=unit.dataset.schema.to_dict(),
+            settings=unit.trust,
+            name=f"{unit.method}-seed{unit.seed}",
+        )
     curve: list[float] = []
     for t in range(1, algo.rounds + 1):
         engine.run_round(t)
@@ -90,6 +110,12 @@ def run_unit(unit: Unit) -> UnitResult:
             losses.setdefault(org, []).append(loss)
     metrics = {"global": ev.evaluate(run.global_params)}
     metrics.update({org: ev.evaluate(p) for org, p in run.local_params.items()})
+    trust = None
+    if consortium is not None:
+        try:
+            trust = _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdir)
+        finally:
+            consortium.close()
     return UnitResult(
         unit.method,
         unit.seed,
@@ -98,7 +124,38 @@ def run_unit(unit: Unit) -> UnitResult:
         losses,
         predictions={"global": ev.predict(run.global_params)},
         seconds=time.perf_counter() - t0,
+        trust=trust,
     )
+
+
+def _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdir) -> dict:
+    """Upload the final model with its card, then re-derive the whole task as an auditor would
+    (using a participant's key to read the encrypted updates)."""
+    ds = unit.dataset
+    cid, _ = finish_task(
+        consortium,
+        spec,
+        task_id,
+        engine,
+        model=unit.model.build(ds.schema.n_features),
+        extra_card={
+            "scaler": ds.standardizer.to_dict(),
+            "metrics_test": {k: m.as_dict() for k, m in metrics.items()},
+        },
+    )
+    first = spec.participants[0]
+    report = verify_task(
+        consortium.ledger, consortium.store, task_id, identity=consortium.identities[first]
+    )
+    return {
+        "task": "0x" + task_id.hex(),
+        "workdir": str(workdir),
+        "final_model_cid": cid,
+        "verified": report.ok,
+        "verify": first_failure_line(report),
+        "rounds_verified": report.rounds_verified,
+        "ledger_events": len(consortium.ledger.events(task_id)),
+    }
 
 
 def run_units(
