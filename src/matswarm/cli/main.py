@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from matswarm.cli import deploy
+from matswarm.cli import deploy, lifecycle
 from matswarm.data import DataError
 from matswarm.experiments.compare import Report, load_data, run_comparison
 from matswarm.experiments.config import ConfigError, ExperimentConfig, keys_help
@@ -27,6 +27,7 @@ app = typer.Typer(
 experiment_app = typer.Typer(help="Reproduce the papers' tables and figures.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 deploy.register(app)  # node / coordinator / task: across machines on Flower
+lifecycle.register(app, deploy.task_app)  # org / ledger / model / verify / task create|join|…
 
 console = Console()
 err_console = Console(stderr=True)

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -140,10 +141,20 @@ class OrgAgent:
         readers = [*spec.participants, *spec.auditors]
         self.recipients = [directory[n] for n in readers] if spec.encrypt_updates else None
         self.record = AgentRecord()
+        #: The round a restarted task continues in (commit and vote become idempotent there).
+        self.resume_round: int | None = None
 
     # -- 1. publish ---------------------------------------------------------------------------
-    def publish(self, update: Update) -> str:
-        """Seal, store and commit this org's update; returns the content id."""
+    def publish(self, update: Update) -> str | None:
+        """Seal, store and commit this org's update; returns the content id.
+
+        In the round a restarted task resumes (:attr:`resume_round`), an org that had already
+        committed before the process died sends nothing: the ledger's commitment stands.
+        """
+        if update.round == self.resume_round:
+            done = self.ledger.round_info(self.task_id, update.round).commitments
+            if self.identity.evm_address in done:
+                return done[self.identity.evm_address].cid
         env = seal(
             self.identity,
             task_id=self.task_hex,
@@ -217,6 +228,11 @@ class OrgAgent:
         else:
             new_global = self.aggregator.step(global_params, updates)
         self.store.put(encode_vector(new_global))
+        if (
+            round_ == self.resume_round
+            and self.identity.evm_address in self.ledger.round_info(self.task_id, round_).votes
+        ):
+            return new_global  # voted before the restart; one vote per round
         tx = self.ledger.vote_global(self.task_id, round_, bytes.fromhex(vector_hash(new_global)))
         self.record.vote_txs[round_] = tx.tx_hash
         return new_global
@@ -243,13 +259,20 @@ class OrgAgent:
 class TrustedHooks(RoundHooks):
     """Runs the trust protocol of every in-process organisation around the engine's round."""
 
-    def __init__(self, agents: Sequence[OrgAgent]):
+    def __init__(
+        self,
+        agents: Sequence[OrgAgent],
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ):
         self.agents = {a.name: a for a in agents}
         self.reference = agents[0]
         self._accepted: dict[str, list[Update]] = {}
+        self.on_event = on_event
 
     def publish(self, update: Update, result: LocalResult) -> None:
-        self.agents[update.org].publish(update)
+        cid = self.agents[update.org].publish(update)
+        if self.on_event is not None:
+            self.on_event("commit", {"round": update.round, "org": update.org, "cid": cid})
 
     def collect(self, round_: int, updates: list[Update]) -> list[Update]:
         # Every org verifies on its own; an honest consortium reaches the same verdict.

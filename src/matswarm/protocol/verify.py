@@ -18,6 +18,8 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from matswarm.ledger import Ledger, LedgerError, TaskStatus
 from matswarm.protocol.aggregator import Aggregator
 from matswarm.protocol.archive import flat_parameters, read_archive
@@ -44,6 +46,9 @@ class VerifyReport:
     findings: list[Finding] = field(default_factory=list)
     rounds_verified: int = 0
     rounds_total: int = 0
+    #: State after the last verified round (what a resumed task continues from).
+    global_params: np.ndarray | None = None
+    aggregator: Aggregator | None = None
 
     @property
     def ok(self) -> bool:
@@ -117,6 +122,7 @@ def verify_task(
         "initial model is the seeded initialisation the spec names",
     )
     aggregator = Aggregator(spec.build_algorithm(), spec.build_rule(), spec.participants, g)
+    rep.global_params, rep.aggregator = g, aggregator
     can_decrypt = not spec.encrypt_updates or identity is not None
     if not can_decrypt:
         rep.add(
@@ -197,6 +203,7 @@ def verify_task(
             return rep
         last_final = rinfo.final_hash
         rep.rounds_verified = r
+        rep.global_params = stored
         if progress:
             progress(r, info.rounds)
     if info.status is TaskStatus.ARCHIVED and info.final_model_cid:

@@ -1,0 +1,141 @@
+"""The consortium and task lifecycle through the CLI, including a task killed mid-round."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from matswarm.cli.main import app
+from matswarm.data import synthetic
+
+runner = CliRunner()
+ORGS = ("lab-a", "lab-b", "lab-c")
+
+
+@pytest.fixture()
+def consortium(tmp_path, monkeypatch):
+    """Three orgs with keystores (passphrase from the environment), admitted and registered,
+    and a 4-round MatSwarm task that all three joined with their own CSV."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MATSWARM_HOME", str(home))
+    monkeypatch.setenv("MATSWARM_PASSPHRASE", "test-only-passphrase")
+
+    def ok(*args):
+        res = runner.invoke(app, list(args))
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    for org in ORGS:
+        ok("org", "init", org)
+    ok("org", "register", "lab-a")
+    for org in ORGS[1:]:
+        ok("org", "admit", str(home / "orgs" / f"{org}.pub.json"), "--by", "lab-a")
+        ok("org", "register", org)
+    tables, _ = synthetic.make_tables(n_rows=240, n_features=10, n_orgs=3, seed=2)
+    files = []
+    for i, org in enumerate(ORGS):
+        f = tmp_path / f"{org}.csv"
+        tables[f"org{i + 1}"].to_csv(f, index=False)
+        files.append(f)
+    cfg = tmp_path / "task.toml"
+    cfg.write_text(
+        "[data]\ntarget = 'y'\nunit = 'a.u.'\n[model]\nhidden = 8\n"
+        "[training]\nrounds = 4\nlocal_steps = 3\n[run]\nseeds = [0]\n"
+    )
+    out = ok(
+        "task",
+        "create",
+        str(cfg),
+        "--by",
+        "lab-a",
+        "--participants",
+        ",".join(ORGS),
+        "--schema-from",
+        str(files[0]),
+        "--algorithm",
+        "matswarm",
+    )
+    task = next(w for w in out.split() if w.startswith("0x"))
+    for org, f in zip(ORGS, files, strict=True):
+        ok("task", "join", task, "--org", org, "--data", str(f))
+    return home, task, ok, tmp_path
+
+
+def test_full_lifecycle(consortium):
+    home, task, ok, tmp_path = consortium
+    listing = ok("org", "list")
+    assert all(o in listing for o in ORGS)
+    assert "waiting for commitments: 0 of 3 for round 1" in ok("task", "status", task)
+    ok("task", "run-local", task)
+    assert "completed" in ok("task", "status", task) or "archived" in ok("task", "status", task)
+    events = ok("ledger", "events", task, "--limit", "100")
+    assert "RoundFinalized" in events and "FinalModelSet" in events
+    ok("model", "fetch", task, "--out", str(tmp_path / "model"))
+    card = json.loads((tmp_path / "model" / "model_card.json").read_text())
+    assert card["task"] == task and len(card["features"]) == 10 and card["scaler"]
+    assert [p["name"] for p in card["participants"]] == list(ORGS)
+    out = ok("verify", task, "--org", "lab-b")
+    assert "PASS: 4 of 4 rounds" in out
+    res = runner.invoke(app, ["verify", task])  # no key: encrypted updates cannot be recomputed
+    assert res.exit_code == 1 and "encrypted" in res.output
+
+
+def test_unadmitted_org_and_bad_data_are_clear_errors(consortium):
+    home, task, ok, tmp_path = consortium
+    ok("org", "init", "mallory")
+    res = runner.invoke(app, ["org", "register", "mallory"])
+    assert res.exit_code == 2 and "not admitted" in res.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sample_id,f0,y\ns1,1.0,2.0\n")
+    res = runner.invoke(app, ["task", "join", task, "--org", "lab-a", "--data", str(bad)])
+    assert res.exit_code == 2 and "bad.csv" in res.output and "missing" in res.output
+    res = runner.invoke(app, ["task", "join", task, "--org", "mallory", "--data", str(bad)])
+    assert res.exit_code == 2 and "not a participant" in res.output
+
+
+def test_killed_mid_round_resumes_without_lost_or_duplicated_round(consortium):
+    home, task, ok, _ = consortium
+    env = {**os.environ}
+    cmd = [sys.executable, "-m", "matswarm.cli.main", "task", "run-local", task, "--verbose"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        for line in proc.stdout:
+            if "round 3: lab-b committed" in line:
+                proc.send_signal(signal.SIGKILL)  # lab-a and lab-b committed, lab-c not yet
+                break
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert "round 3" in ok("task", "status", task)
+    out = ok("task", "run-local", task)
+    assert "resuming at round 3" in out
+    assert "PASS: 4 of 4 rounds" in ok("verify", task, "--org", "lab-a")
+    from matswarm.runtime.local import Home, parse_task_id
+
+    with Home(home).ledger() as led:
+        events = led.events(parse_task_id(task))
+    commits = [(e.args["round"], e.args["org"]) for e in events if e.name == "UpdateCommitted"]
+    assert len(commits) == len(set(commits)) == 12  # 4 rounds x 3 orgs, none twice
+    assert sum(e.name == "RoundFinalized" for e in events) == 4
+
+
+def test_keystore_never_holds_private_keys_in_clear(consortium):
+    home, *_ = consortium
+    from matswarm.runtime.local import Home
+
+    ident = Home(home).identity("lab-a")
+    raw = (home / "orgs" / "lab-a.keystore.json").read_bytes()
+    acct = ident.evm_account()
+    assert acct.key.hex() not in raw.hex() and acct.key.hex().encode() not in raw
+    assert oct(Path(home / "orgs" / "lab-a.keystore.json").stat().st_mode)[-3:] == "600"
