@@ -69,7 +69,7 @@ def consortium(tmp_path, monkeypatch):
 
 
 def test_full_lifecycle(consortium):
-    home, task, ok, tmp_path = consortium
+    _, task, ok, tmp_path = consortium
     listing = ok("org", "list")
     assert all(o in listing for o in ORGS)
     assert "waiting for commitments: 0 of 3 for round 1" in ok("task", "status", task)
@@ -88,7 +88,7 @@ def test_full_lifecycle(consortium):
 
 
 def test_unadmitted_org_and_bad_data_are_clear_errors(consortium):
-    home, task, ok, tmp_path = consortium
+    _, task, ok, tmp_path = consortium
     ok("org", "init", "mallory")
     res = runner.invoke(app, ["org", "register", "mallory"])
     assert res.exit_code == 2 and "not admitted" in res.output
