@@ -72,6 +72,10 @@ def test_label_flip_negates_raw_targets_of_the_named_org_only(small_synthetic):
         flipped = before.name == "org2"
         assert np.array_equal(after.y, -before.y if flipped else before.y)
     assert np.array_equal(poisoned.test.y, small_synthetic.test.y)
+    # default: the attacker reports honest statistics, the consortium's scaling is unchanged
+    assert poisoned.standardizer is small_synthetic.standardizer
+    worse = poison_dataset(small_synthetic, {"org2": LabelFlip(scaling="poisoned")})
+    assert worse.standardizer.y_mean != small_synthetic.standardizer.y_mean
     with pytest.raises(AttackError, match="unknown organisations"):
         poison_dataset(small_synthetic, {"org9": LabelFlip()})
 
@@ -80,6 +84,7 @@ def test_registry_defaults_are_the_papers_and_cite_sources():
     assert make_attack("noise").params == {"mean": 0.1, "std": 0.1, "mode": "add"}
     assert make_attack("alie").params["z"] == 0.3
     assert make_attack("ipm").params["epsilon"] == 2.0
+    assert make_attack("label-flip").params == {"scaling": "honest"}
     assert set(ATTACKS) == {"noise", "label-flip", "sign-flip", "alie", "ipm"}
     for cls in ATTACKS.values():
         assert cls.citations()

@@ -8,12 +8,21 @@ from dataclasses import replace
 from matswarm.attacks.base import AttackError, DataAttack
 from matswarm.data.federated import FederatedDataset, OrgTable
 
+SCALING_MODES = ("poisoned", "honest")
+
 
 class LabelFlip(DataAttack):
     """Label flipping for regression: every target ``l`` becomes ``-l`` in the target's own unit
-    (the MatSwarm paper flips the formation energy in eV/atom). Applied to the raw table, so the
-    consortium's target scaling, fitted from every org's statistics, sees the flipped labels too,
-    as it would in a deployment."""
+    (the MatSwarm paper flips the formation energy in eV/atom), on the raw table, before
+    standardisation.
+
+    ``scaling`` says what the attacker reports for the consortium's target scaling (fitted from
+    every org's sufficient statistics): ``"honest"`` (default) the statistics of its true table,
+    so the flip acts on training only (the paper: labels flipped "during the training process");
+    ``"poisoned"`` the statistics of its flipped table, which also shifts and widens everyone's
+    target scaling. No aggregation rule sees the scaling statistics: that part is not theirs to
+    stop.
+    """
 
     name = "label-flip"
     _citations = (
@@ -23,6 +32,18 @@ class LabelFlip(DataAttack):
         "formation energy",
     )
 
+    def __init__(self, scaling: str = "honest"):
+        super().__init__()
+        if scaling not in SCALING_MODES:
+            raise AttackError(
+                f"label-flip: scaling must be one of {SCALING_MODES}, got {scaling!r}"
+            )
+        self.params = dict(scaling=scaling)
+
+    @property
+    def poisons_scaling(self) -> bool:
+        return self.params["scaling"] == "poisoned"
+
     def poison(self, table: OrgTable) -> OrgTable:
         return replace(table, y=-table.y, source=f"{table.source} [labels flipped: y -> -y]")
 
@@ -31,9 +52,13 @@ def poison_dataset(
     dataset: FederatedDataset, attacks: Mapping[str, DataAttack]
 ) -> FederatedDataset:
     """A copy of ``dataset`` where each named org's table went through its data attack (the test
-    table is untouched)."""
+    table is untouched). The consortium's scaling is refitted on the poisoned tables unless every
+    attack reports honest statistics (``poisons_scaling`` false)."""
     unknown = sorted(set(attacks) - set(dataset.org_names))
     if unknown:
         raise AttackError(f"data attacks name unknown organisations {unknown}")
     orgs = [attacks[o.name].poison(o) if o.name in attacks else o for o in dataset.orgs]
-    return dataset.with_orgs(orgs, dataset.description)
+    out = dataset.with_orgs(orgs, dataset.description)
+    if not any(getattr(a, "poisons_scaling", True) for a in attacks.values()):
+        out.standardizer = dataset.standardizer
+    return out
