@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from matswarm.algorithms.base import LocalResult, RingMessage
-from matswarm.ledger import Ledger
+from matswarm.ledger import Ledger, RoundInfo, TxResult
 from matswarm.protocol.aggregator import Aggregator
 from matswarm.protocol.codec import (
     decode_ring,
@@ -143,6 +143,7 @@ class OrgAgent:
         self.record = AgentRecord()
         #: The round a restarted task continues in (commit and vote become idempotent there).
         self.resume_round: int | None = None
+        self.last_vote: TxResult | None = None
 
     # -- 1. publish ---------------------------------------------------------------------------
     def publish(self, update: Update) -> str | None:
@@ -172,9 +173,13 @@ class OrgAgent:
         return cid
 
     # -- 2. verify ----------------------------------------------------------------------------
-    def collect(self, round_: int) -> list[Update]:
-        """Verify every commitment of ``round_``; record and drop the bad ones."""
-        info = self.ledger.round_info(self.task_id, round_)
+    def collect(self, round_: int, info: RoundInfo | None = None) -> list[Update]:
+        """Verify every commitment of ``round_``; record and drop the bad ones.
+
+        ``info`` is the round as read from the ledger (read here when not given; in-process
+        organisations sharing one ledger connection share one read)."""
+        if info is None:
+            info = self.ledger.round_info(self.task_id, round_)
         accepted = []
         for addr, c in sorted(info.commitments.items(), key=lambda kv: self._order(kv[0])):
             org = self.name_of.get(addr, addr)
@@ -228,6 +233,7 @@ class OrgAgent:
         else:
             new_global = self.aggregator.step(global_params, updates)
         self.store.put(encode_vector(new_global))
+        self.last_vote = None
         if (
             round_ == self.resume_round
             and self.identity.evm_address in self.ledger.round_info(self.task_id, round_).votes
@@ -235,6 +241,7 @@ class OrgAgent:
             return new_global  # voted before the restart; one vote per round
         tx = self.ledger.vote_global(self.task_id, round_, bytes.fromhex(vector_hash(new_global)))
         self.record.vote_txs[round_] = tx.tx_hash
+        self.last_vote = tx
         return new_global
 
     # -- ring intermediates ------------------------------------------------------------------
@@ -276,22 +283,28 @@ class TrustedHooks(RoundHooks):
 
     def collect(self, round_: int, updates: list[Update]) -> list[Update]:
         # Every org verifies on its own; an honest consortium reaches the same verdict.
-        self._accepted = {name: a.collect(round_) for name, a in self.agents.items()}
+        info = self.reference.ledger.round_info(self.reference.task_id, round_)
+        self._accepted = {name: a.collect(round_, info) for name, a in self.agents.items()}
         ref = self._accepted[self.reference.name]
         if not ref:
             raise ProtocolError(f"round {round_}: no update survived verification")
         return ref
 
     def finalise(self, round_, previous_global, global_params, updates, aggregator) -> str:
+        final = None
         for name, agent in self.agents.items():
             agent.aggregate_and_vote(round_, previous_global, self._accepted[name])
-        info = self.reference.ledger.round_info(self.reference.task_id, round_)
-        if info.final_hash is None:
-            raise ProtocolError(
-                f"round {round_} did not finalise: {len(info.votes)} vote(s) for "
-                f"{len(set(info.votes.values()))} distinct hash(es)"
-            )
-        final = info.final_hash.hex()
+            event = agent.last_vote.event("RoundFinalized") if agent.last_vote else None
+            if event is not None:  # the deciding vote carries the contract's verdict
+                final = str(event.args["globalHash"]).removeprefix("0x")
+        if final is None:
+            info = self.reference.ledger.round_info(self.reference.task_id, round_)
+            if info.final_hash is None:
+                raise ProtocolError(
+                    f"round {round_} did not finalise: {len(info.votes)} vote(s) for "
+                    f"{len(set(info.votes.values()))} distinct hash(es)"
+                )
+            final = info.final_hash.hex()
         if final != vector_hash(global_params):
             raise ProtocolError(
                 f"round {round_}: the ledger finalised {final[:12]}…, but this process "
