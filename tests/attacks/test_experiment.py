@@ -35,6 +35,8 @@ def test_tiny_experiment_writes_table_curves_and_rejection_log(perovskite_dir, t
     )
     for name in ("fig1.png", "fig1_extra.png", "summary.txt", "results.csv", "results.json"):
         assert (tmp_path / name).is_file(), name
+    md = (tmp_path / "results.md").read_text()
+    assert "| ipm | no |" in md and "n/a" in md and "EXTRA panel" in md
     rows = doc["rows"]
     main = {(r["rule"], r["attack"], r["attested"]) for r in rows if r["panel"] == "main"}
     assert ("Bulyan", "ipm", False) not in main  # n/a at n=4, reported, not run degraded

@@ -301,11 +301,13 @@ def attacks(
         except (DataError, ValueError) as exc:
             fail(str(exc))
         bar.update(task, description="attacks")
+    from matswarm.experiments.attacks import format_cell
+
     table = Table(
         title="Fig. 1 reproduced: final test MSE (eV/atom)², mean ± std over seeds "
         "(ratio to the rule's clean run; ✓ = within 1.5x)",
         caption=f"{doc['seconds']:.0f} s; attestation is SIMULATED (code identity, not hardware "
-        "isolation)",
+        "isolation); full table in results.md",
     )
     table.add_column("panel")
     table.add_column("attack")
@@ -322,13 +324,8 @@ def attacks(
             r = keyed.get((panel, attack, attested, rule))
             if r is None:
                 cells.append("n/a" if panel == "main" else "")
-            elif r["diverged_seeds"]:
-                cells.append(f"diverged ({r['diverged_seeds']}/{r['n_seeds']})")
             else:
-                mark = "✓" if r["survives"] else "✗"
-                cells.append(
-                    f"{r['mse_mean']:.4f} ± {r['mse_std']:.4f} ({r['ratio_to_clean']:.2f}x {mark})"
-                )
+                cells.append(format_cell(r).replace(" ± ", "±"))
         table.add_row(panel, attack, "yes" if attested else "no", *cells)
     console.print(table)
     console.print(escape(doc["summary_text"]))

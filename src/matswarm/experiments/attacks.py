@@ -562,6 +562,7 @@ def run_attacks_experiment(
                     + "\n"
                 )
     _write_csv(output / "results.csv", rows)
+    (output / "results.md").write_text(markdown_table(rows, refused))
     doc = {
         "units": "(eV/atom)^2",
         "setting": {
@@ -596,12 +597,56 @@ def run_attacks_experiment(
             }
             for r in results
         ],
-        "files": [p.name for p in files] + ["summary.txt", "results.csv", "rejections.jsonl"],
+        "files": [p.name for p in files]
+        + ["summary.txt", "results.csv", "results.md", "rejections.jsonl"],
     }
     (output / "results.json").write_text(json.dumps(doc, indent=1, default=_json_default))
     doc["summary_text"] = text
     doc["seconds"] = seconds
     return doc
+
+
+def format_cell(r: dict[str, Any]) -> str:
+    """``mean ± std (ratio x ✓/✗)`` of one results row, or its divergence."""
+    if r["diverged_seeds"]:
+        return f"diverged in {r['diverged_seeds']}/{r['n_seeds']} seeds"
+    mark = "✓" if r["survives"] else "✗"
+    return f"{r['mse_mean']:.4f} ± {r['mse_std']:.4f} ({r['ratio_to_clean']:.2f}x {mark})"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], refused: Sequence[dict[str, Any]]) -> str:
+    """Final test MSE per (panel, attack, attestation) x rule; n/a where n-versus-f refuses."""
+    out = []
+    na = {r["rule"]: r["reason"] for r in refused}
+    for panel in dict.fromkeys(r["panel"] for r in rows):
+        sel = [r for r in rows if r["panel"] == panel]
+        n = sel[0]["n_orgs"]
+        rules = list(dict.fromkeys(r["rule"] for r in sel))
+        if panel == "main":
+            rules += [r for r in na if r not in rules]
+            out.append(f"### Main panel: {n} orgs, 1 Byzantine (the paper's setting)\n")
+        else:
+            out.append(f"### EXTRA panel (not in the paper): {n} orgs, 1 Byzantine\n")
+        out.append("| attack | attested | " + " | ".join(rules) + " |")
+        out.append("|---|---|" + "---|" * len(rules))
+        keyed = {(r["attack"], r["attested"], r["rule"]): r for r in sel}
+        for attack, attested in dict.fromkeys((r["attack"], r["attested"]) for r in sel):
+            cells = [
+                format_cell(keyed[(attack, attested, rule)])
+                if (attack, attested, rule) in keyed
+                else "n/a"
+                for rule in rules
+            ]
+            out.append(f"| {attack} | {'yes' if attested else 'no'} | " + " | ".join(cells) + " |")
+        out.append("")
+    for reason in na.values():
+        out.append(f"n/a: {reason}.")
+    out.append(
+        "\nFinal test MSE in (eV/atom)², mean ± std over seeds; (ratio to the rule's own clean "
+        f"run; ✓ = within {SURVIVAL_FACTOR}x). Attestation is SIMULATED (code identity and output "
+        "integrity, not hardware isolation)."
+    )
+    return "\n".join(out) + "\n"
 
 
 def _json_default(o: Any) -> Any:
