@@ -96,3 +96,34 @@ def test_help(cmd):
     assert result.exit_code == 0
     if cmd[0] == "run":
         assert "local_steps" in result.output and "[aggregation]" in result.output
+
+
+def test_table1_prints_ours_beside_the_paper(tmp_path, perovskite_dir):
+    out = tmp_path / "t1"
+    result = runner.invoke(
+        app,
+        [
+            "experiment",
+            "table1",
+            "--seeds",
+            "2",
+            "--models",
+            "lasso,mlp",
+            "--rounds",
+            "2",
+            "--jobs",
+            "1",
+            "--data",
+            str(perovskite_dir),
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "table1.json").read_text())
+    cell = doc["table"]["mlp"]["MatSwarm(Global)"]
+    assert cell["paper"] == [0.0903, 0.0073] and cell["ours"][0] > 0
+    assert set(doc["table"]) == {"lasso", "mlp"}
+    assert "Solo-Org1" in result.output and "0.9146" not in result.output  # rnn not run
+    bad = runner.invoke(app, ["experiment", "table1", "--models", "gpt"])
+    assert bad.exit_code == 2 and "unknown model" in bad.output

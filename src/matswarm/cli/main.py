@@ -216,6 +216,9 @@ def table1(
     models: Annotated[
         str, typer.Option(help="Comma-separated local models.")
     ] = "rnn,lasso,mlp,lstm",
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="Override the number of rounds (quick looks).")
+    ] = None,
 ) -> None:
     """MatSwarm Table 1: RNN, Lasso, MLP, LSTM x (Solo, MatSwarm local/global, Joint)."""
     from matswarm.experiments.table1 import run_table1
@@ -229,6 +232,7 @@ def table1(
             output=output,
             jobs=jobs,
             models=[m.strip() for m in models.split(",") if m.strip()],
+            rounds=rounds,
         )
     except (ConfigError, DataError, ValueError) as exc:
         fail(str(exc))

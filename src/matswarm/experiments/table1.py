@@ -88,13 +88,15 @@ def run_table1(
     output: Path,
     jobs: int,
     models: list[str],
+    rounds: int | None = None,
 ) -> dict:
     unknown = [m for m in models if m not in PAPER_TABLE1]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; Table 1 has {', '.join(PAPER_TABLE1)}")
+    data_section = {"source": "perovskite", **({"path": str(data)} if data else {})}
     base = ExperimentConfig.from_dict(
         {
-            "data": {"source": "perovskite", **({"path": str(data)} if data else {})},
+            "data": data_section,
             "training": {"methods": ["solo", "matswarm", "joint"]},
             "run": {"seeds": seeds, "jobs": jobs, "output": str(output)},
         },
@@ -106,9 +108,12 @@ def run_table1(
     for m in models:
         cfg = ExperimentConfig.from_dict(
             {
-                "data": base.data | {"train": None},
+                "data": data_section,
                 "model": {"name": m},
-                "training": {"methods": base.methods},
+                "training": {
+                    "methods": base.methods,
+                    **({"rounds": rounds} if rounds is not None else {}),
+                },
                 "run": {"seeds": seeds, "jobs": jobs, "output": str(output)},
             },
             source="table1",
