@@ -107,7 +107,45 @@ def cluster(org_files, tmp_path_factory):
             )
             procs.append(p)
             nodes[name] = {"proc": p, "workdir": wd}
-        yield {"address": address, "ca": ca, "dir": d, "nodes": nodes, "env": env, "procs": procs}
+        # A node whose key was never registered (started now, checked by its test).
+        intruder_key, _ = make_node_key(d / "keys" / "intruder")
+        intruder = subprocess.Popen(
+            [
+                *CLI,
+                "node",
+                "start",
+                "--org",
+                "org1",
+                "--data",
+                str(org_files["org1"]),
+                "--coordinator",
+                address,
+                "--root-cert",
+                str(ca),
+                "--key",
+                str(intruder_key),
+                "--workdir",
+                str(d / "intruder"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        procs.append(intruder)
+        end = time.monotonic() + 90
+        while not all((n["workdir"] / "node.json").exists() for n in nodes.values()):
+            assert time.monotonic() < end, "org nodes did not start"
+            time.sleep(0.2)
+        yield {
+            "intruder": intruder,
+            "address": address,
+            "ca": ca,
+            "dir": d,
+            "nodes": nodes,
+            "env": env,
+            "procs": procs,
+        }
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -136,35 +174,9 @@ def _task_run(cluster, spec, name: str, timeout: float = 240) -> subprocess.Pope
     )
 
 
-def test_unregistered_node_is_refused(cluster, org_files, tmp_path):
-    priv, _pub = make_node_key(tmp_path / "intruder")
-    proc = subprocess.Popen(
-        [
-            *CLI,
-            "node",
-            "start",
-            "--org",
-            "org1",
-            "--data",
-            str(org_files["org1"]),
-            "--coordinator",
-            cluster["address"],
-            "--root-cert",
-            str(cluster["ca"]),
-            "--key",
-            str(priv),
-            "--workdir",
-            str(tmp_path / "wd"),
-        ],
-        env=cluster["env"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=90)
-    finally:
-        _stop(proc)
+def test_unregistered_node_is_refused(cluster):
+    proc = cluster["intruder"]
+    out, _ = proc.communicate(timeout=120)
     assert proc.returncode == NODE_REFUSED, out
     assert "refused this node's key" in out
 

@@ -1,6 +1,6 @@
 """The Flower ClientApp: a thin shim, the only code a coordinator's run executes on an org.
 
-Each message (``query.hello``, ``query.stats``, ``query.join``, ``train.local``,
+Each message (``query.hello``, ``query.join``, ``train.local``,
 ``query.finish``) is forwarded unchanged to the org's long-lived node process
 (:class:`~matswarm.runtime.flower.node.OrgService`) over the authenticated local channel and the
 node's answer is sent back. The shim holds no state and imports neither torch nor the data, so
@@ -42,6 +42,6 @@ def forward(message: Message, context: Context) -> Message:
     return Message(to_recorddict(reply), reply_to=message)
 
 
-for _name in ("hello", "stats", "join", "finish"):
+for _name in ("hello", "join", "finish"):
     app.query(_name)(forward)
 app.train("local")(forward)

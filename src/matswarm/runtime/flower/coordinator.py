@@ -73,7 +73,7 @@ class NodeLink:
         """
         out: dict[str, Payload] = {}
         left = dict(pending)
-        next_note = time.monotonic() + every_s
+        next_note = time.monotonic() + min(every_s, 1.0)
         while left:
             for msg in self.grid.pull_messages(list(left)):
                 key = left.pop(msg.metadata.reply_to_message_id, None)
@@ -196,6 +196,9 @@ class FlowerCoordinator:
         self.engine = None
         self._round = 0
         self._dead_nodes: set[int] = set()
+        self._hello_pending: dict[str, int] = {}  # message id -> node id
+        self._stats: dict[str, Payload] = {}
+        self.refusals: dict[str, str] = {}
 
     # -- status -------------------------------------------------------------------------------
     def _status(self, state: str, waiting: str = "") -> None:
@@ -239,33 +242,46 @@ class FlowerCoordinator:
             p.arrays.update(extra.arrays)
         return p
 
-    def discover(self, timeout: float) -> None:
-        """Ask every not-yet-mapped node who it is (``query.hello``)."""
+    def discover(self, until: float, first_answer_by: float | None = None) -> None:
+        """Ask every not-yet-mapped node who it is and whether it takes the task
+        (``query.hello`` with the spec); a node is asked once, its answer awaited across calls
+        (a SuperNode's first message can take many seconds). A node asked for the first time is
+        waited for until ``first_answer_by``, if later than ``until``."""
         known = {o.node_id for o in self.orgs.values() if o.node_id is not None}
-        fresh = [
-            n for n in self.grid.get_node_ids() if n not in known and n not in self._dead_nodes
-        ]
-        if not fresh:
+        asked = set(self._hello_pending.values())
+        pushed = False
+        for n in self.grid.get_node_ids():
+            if n not in known and n not in self._dead_nodes and n not in asked:
+                self._hello_pending[self.link.push(n, "query.hello", self._spec_payload())] = n
+                pushed = True
+        if not self._hello_pending:
             return
-        hello = Payload({"task": self.spec.task})
-        replies = self.link.cycle(
-            {str(n): (n, "query.hello", hello) for n in fresh}, time.monotonic() + timeout
-        )
+        if pushed and first_answer_by is not None:
+            until = max(until, first_answer_by)
+        replies = self.link.wait({m: str(n) for m, n in self._hello_pending.items()}, until)
+        answered = {int(k) for k in replies}
+        self._hello_pending = {m: n for m, n in self._hello_pending.items() if n not in answered}
         for key, rep in replies.items():
             name = str(rep.config.get("org", ""))
-            if "error" in rep.config or name not in self.orgs:
-                continue  # a node of another org / task: not ours
+            if name not in self.orgs:
+                continue  # a node of another org: not ours
+            if "error" in rep.config:
+                self.refusals[name] = str(rep.config["error"])
+                continue
             org = self.orgs[name]
             if org.node_id is not None and org.node_id != int(key):
                 self._dead_nodes.add(org.node_id)  # the org came back on a new node
             org.node_id = int(key)
             org.joined = False
+            self._stats[name] = rep
 
     def setup(self) -> None:
         """Map orgs to nodes, gather scaling statistics from every org, and join them all."""
         t_end = time.monotonic() + self.join_timeout_s
         while True:
-            self.discover(timeout=min(self.probe_timeout_s, max(t_end - time.monotonic(), 0.1)))
+            self.discover(until=min(time.monotonic() + self.probe_timeout_s, t_end))
+            for name, why in self.refusals.items():
+                raise OrgUnavailable(name, f"refused the task: {why}")
             missing = [o.name for o in self.orgs.values() if o.node_id is None]
             if not missing:
                 break
@@ -276,17 +292,10 @@ class FlowerCoordinator:
             )
             if time.monotonic() >= t_end:
                 raise TaskStalled(f"setup: nodes not online: {', '.join(missing)}")
-            time.sleep(1.0)
-        reqs = {
-            o.name: (o.node_id, "query.stats", self._spec_payload()) for o in self.orgs.values()
-        }
-        replies = self.link.cycle(reqs, t_end)
+            time.sleep(0.2)
         stats = Payload()
         for i, name in enumerate(self.spec.orgs):
-            rep = replies.get(name)
-            if rep is None or "error" in rep.config:
-                why = rep.config["error"] if rep is not None else "no answer"
-                raise OrgUnavailable(name, f"refused the task: {why}")
+            rep = self._stats[name]
             stats.config[f"count_{i}"] = int(rep.config["count"])
             for k in ("x_sum", "x_sumsq", "y_sum", "y_sumsq"):
                 stats.arrays[f"{k}_{i}"] = rep.arrays[k]
@@ -310,7 +319,9 @@ class FlowerCoordinator:
         """Before a round: let orgs that dropped out and came back on a new node rejoin."""
         if all(o.joined for o in self.orgs.values()):
             return
-        self.discover(timeout=self.probe_timeout_s)
+        # Waits only for nodes asked for the first time; late answers count next round.
+        now = time.monotonic()
+        self.discover(until=now, first_answer_by=now + self.probe_timeout_s)
         back = [o for o in self.orgs.values() if o.node_id is not None and not o.joined]
         if back:
             self._join(back, time.monotonic() + self.probe_timeout_s)
@@ -388,6 +399,13 @@ class FlowerCoordinator:
                     f"{len(got)} of {len(self.spec.orgs)} updates for round "
                     f"{round_} (quorum {q}); missing: {', '.join(missing)}"
                 )
+        if len(got) < len(orgs):
+            missing = sorted(set(self.spec.orgs) - set(got))
+            self._status(
+                "running",
+                f"round {round_} deadline: proceeding with {len(got)} of {len(self.spec.orgs)} "
+                f"updates (quorum {q}); missing: {', '.join(missing)}",
+            )
         results = {}
         for name, rep in got.items():
             if "error" in rep.config:

@@ -46,7 +46,7 @@ class LocalGrid(Grid):
             for nid, cfg in node_configs.items()
         }
         self._run = Run.create_empty(run_id)
-        self._pool = ThreadPoolExecutor(max_workers=max(len(node_configs), 1))
+        self._pool = ThreadPoolExecutor(max_workers=32)  # one message per node at a time
         self._futures: dict[str, Future] = {}
         self._silent: set[int] = set()
         self._lock = threading.Lock()
@@ -135,6 +135,52 @@ class LocalGrid(Grid):
         return out
 
 
+class InProcessCluster:
+    """Org services behind their own authenticated channels and the real ClientApp shim, on a
+    :class:`LocalGrid`. ``add`` connects a (new) node; ``grid.disconnect(node_id)`` silences
+    one. Use as a context manager."""
+
+    def __init__(self, services: dict, workdir):
+        from pathlib import Path
+
+        from matswarm.runtime.flower.clientapp import app as clientapp
+
+        self.workdir = Path(workdir)
+        self.servers: list = []
+        self.node_ids: dict[str, int] = {}
+        self.grid = LocalGrid(clientapp, {})
+        for name, svc in services.items():
+            self.add(name, svc)
+
+    def add(self, name: str, service) -> int:
+        from matswarm.runtime.flower.channel import ChannelServer
+        from matswarm.runtime.flower.clientapp import ENDPOINT_KEY
+
+        srv = ChannelServer(service.handle).start()
+        self.servers.append(srv)
+        node_id = 1000 + len(self.servers)
+        path = srv.endpoint.write(self.workdir / f"{name}-{node_id}.endpoint.json")
+        self.grid.connect(node_id, {ENDPOINT_KEY: str(path)})
+        self.node_ids[name] = node_id
+        return node_id
+
+    def coordinator(self, spec, **kw):
+        from matswarm.runtime.flower.coordinator import FlowerCoordinator
+
+        return FlowerCoordinator(self.grid, spec, **kw)
+
+    def close(self) -> None:
+        self.grid.close()
+        for srv in self.servers:
+            srv.close()
+
+    def __enter__(self) -> InProcessCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def run_inprocess(spec, services: dict, workdir, **coordinator_kw):
     """Run ``spec`` over Flower messages in this process.
 
@@ -142,27 +188,5 @@ def run_inprocess(spec, services: dict, workdir, **coordinator_kw):
     served on its own authenticated local channel and reached through the real ClientApp shim.
     Returns ``(TaskResult, LocalGrid)``.
     """
-    from pathlib import Path
-
-    from matswarm.runtime.flower.channel import ChannelServer
-    from matswarm.runtime.flower.clientapp import ENDPOINT_KEY
-    from matswarm.runtime.flower.clientapp import app as clientapp
-    from matswarm.runtime.flower.coordinator import FlowerCoordinator
-
-    workdir = Path(workdir)
-    servers, configs = [], {}
-    try:
-        for i, (name, svc) in enumerate(services.items()):
-            srv = ChannelServer(svc.handle).start()
-            servers.append(srv)
-            path = srv.endpoint.write(workdir / f"{name}.endpoint.json")
-            configs[1000 + i] = {ENDPOINT_KEY: str(path)}
-        grid = LocalGrid(clientapp, configs)
-        try:
-            coord = FlowerCoordinator(grid, spec, **coordinator_kw)
-            return coord.run(), grid
-        finally:
-            grid.close()
-    finally:
-        for srv in servers:
-            srv.close()
+    with InProcessCluster(services, workdir) as cluster:
+        return cluster.coordinator(spec, **coordinator_kw).run(), cluster.grid

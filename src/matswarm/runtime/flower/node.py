@@ -7,9 +7,9 @@ local channel (:mod:`matswarm.runtime.flower.channel`). Everything trust-relevan
 in code the org installed: the task's code hashes are checked against this installation, the
 task's participant list must name this org, and training always uses this org's own rows.
 
-Requests (``kind``): ``hello`` (who am I, which code), ``stats`` (per-column sufficient statistics
-for the federated standardiser), ``join`` (build the org's model for the task), ``train`` (one
-local round), ``finish`` (store the final model).
+Requests (``kind``): ``hello`` (who am I, which code; for a task spec: a refusal or the
+per-column sufficient statistics for the federated standardiser), ``join`` (build the org's
+model for the task), ``train`` (one local round), ``finish`` (store the final model).
 """
 
 from __future__ import annotations
@@ -90,10 +90,14 @@ class OrgService:
 
     # -- requests -----------------------------------------------------------------------------
     def _on_hello(self, p: Payload) -> Payload:
+        """Who this node is; with a task spec also its answer to the task: a refusal, or the
+        per-column sufficient statistics the federated standardiser needs (never rows)."""
+        from matswarm.data import MomentStats
+
         task = str(p.config.get("task", ""))
         joined = self.tasks.get(task)
         hashes = code_hashes()
-        return Payload(
+        out = Payload(
             {
                 "org": self.org,
                 "code_train": hashes["train"],
@@ -102,13 +106,13 @@ class OrgService:
                 "last_round": joined.last_round if joined else 0,
             }
         )
-
-    def _on_stats(self, p: Payload) -> Payload:
-        from matswarm.data import MomentStats
-
-        spec = self._spec(p)
-        X, y = self._encoded(spec)
-        return stats_payload(MomentStats.of(X), MomentStats.of(y))
+        if "spec" in p.config:
+            spec = self._spec(p)  # refuses (with the reason) a task this node must not run
+            X, y = self._encoded(spec)
+            stats = stats_payload(MomentStats.of(X), MomentStats.of(y))
+            out.config.update(stats.config)
+            out.arrays.update(stats.arrays)
+        return out
 
     def _on_join(self, p: Payload) -> Payload:
         from matswarm.data import MomentStats, StandardizedOrg, Standardizer
