@@ -41,13 +41,14 @@ logs or prints it.
 
 from .chains import EMBEDDED_CHAIN_ID, Chain, EmbeddedChain, RpcChain
 from .errors import (
+    BatchError,
     ChainIdMismatch,
     ContractRevert,
     LedgerError,
     LedgerLocked,
     TransactionRejected,
 )
-from .ledger import Ledger, default_quorum
+from .ledger import Batch, Calls, Ledger, Pending, TxCall, default_quorum
 from .types import (
     Commitment,
     LedgerEvent,
@@ -61,6 +62,9 @@ from .types import (
 
 __all__ = [
     "EMBEDDED_CHAIN_ID",
+    "Batch",
+    "BatchError",
+    "Calls",
     "Chain",
     "ChainIdMismatch",
     "Commitment",
@@ -71,12 +75,14 @@ __all__ = [
     "LedgerEvent",
     "LedgerLocked",
     "OrgInfo",
+    "Pending",
     "RoundInfo",
     "RoundPhase",
     "RpcChain",
     "TaskInfo",
     "TaskStatus",
     "TransactionRejected",
+    "TxCall",
     "TxResult",
     "default_quorum",
 ]

@@ -15,6 +15,7 @@ import fcntl
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,25 @@ from web3.exceptions import TimeExhausted, Web3RPCError
 from web3.types import LogReceipt, TxReceipt
 
 from ._kv import SqliteAtomicDB, SqliteKV
-from .errors import LedgerError, LedgerLocked, TransactionRejected
+from .errors import ContractRevert, LedgerError, LedgerLocked, TransactionRejected
 
 #: Default chain id of new embedded chains ("mswm"); distinct from eth-tester's
 #: fixture id and from anvil/hardhat's 31337 so transactions cannot cross over.
 EMBEDDED_CHAIN_ID = 0x6D73776D
 _GENESIS_GAS_LIMIT = 30_000_000
+#: Gas of an ``eth_call`` (a view or a pre-flight): the transaction gas limit.
+CALL_GAS = 6_000_000
+
+
+def revert_reason(exc: BaseException) -> str:
+    """The contract's revert string from web3's or eth-tester's exception."""
+    from web3.exceptions import ContractLogicError
+
+    if isinstance(exc, ContractLogicError) and exc.message:
+        msg = exc.message
+    else:
+        msg = str(exc.args[0]) if exc.args else str(exc)
+    return msg.removeprefix("execution reverted: ").removeprefix("execution reverted:").strip()
 
 
 class Chain(ABC):
@@ -49,6 +63,41 @@ class Chain(ABC):
     @abstractmethod
     def send_raw_transaction(self, raw: bytes) -> TxReceipt:
         """Submit a signed transaction and return its receipt once mined."""
+
+    @abstractmethod
+    def send_raw_transactions(self, raws: Sequence[bytes]) -> list[TxReceipt | LedgerError]:
+        """Submit signed transactions together; one outcome per transaction, in order.
+
+        An outcome is the receipt once mined (``status`` 0 for a revert) or the
+        :class:`LedgerError` that kept that transaction out of the chain
+        (:class:`TransactionRejected`: bad chain id, nonce, signature...). One
+        refused transaction does not stop the others.
+        """
+
+    def next_nonce(self, address: str) -> int:
+        """The nonce the next transaction of ``address`` must carry (pending state)."""
+        return int(self.w3.eth.get_transaction_count(to_checksum_address(address), "pending"))
+
+    def call(self, sender: str, to: str, data: bytes, block: str | int = "latest") -> bytes:
+        """``eth_call``: execute without a transaction on the state after ``block``; the
+        return data, or :class:`ContractRevert` (function ``eth_call``) with the reason."""
+        from web3.exceptions import ContractLogicError
+
+        try:
+            out = self.w3.eth.call(
+                {
+                    "from": to_checksum_address(sender),
+                    "to": to_checksum_address(to),
+                    "data": HexBytes(data),
+                    "value": 0,
+                    "gas": CALL_GAS,
+                    "gasPrice": 0,
+                },
+                block,
+            )
+        except ContractLogicError as exc:
+            raise ContractRevert("eth_call", revert_reason(exc)) from exc
+        return bytes(out)
 
     @abstractmethod
     def get_logs(self, address: str, from_block: int, to_block: int) -> list[LogReceipt]:
@@ -118,6 +167,45 @@ def _tester_backend(chain: Any) -> Any:
     return _Backend(chain)
 
 
+def _log_dict(
+    log: Any, number: int, block_hash: bytes, tx_hash: bytes, tx_index: int, log_index: int
+) -> LogReceipt:
+    """A py-evm log entry as web3 returns it from a node."""
+    return AttributeDict(
+        {
+            "address": to_checksum_address(log.address),
+            "topics": [HexBytes(t.to_bytes(32, "big")) for t in log.topics],
+            "data": HexBytes(log.data),
+            "blockNumber": number,
+            "blockHash": HexBytes(block_hash),
+            "transactionHash": HexBytes(tx_hash),
+            "transactionIndex": tx_index,
+            "logIndex": log_index,
+            "removed": False,
+        }
+    )
+
+
+#: ``Error(string)``: what Vyper's ``assert cond, "reason"`` reverts with.
+_ERROR_SELECTOR = bytes.fromhex("08c379a0")
+
+
+def _revert_string(computation: Any) -> str:
+    """The revert reason of a failed py-evm computation ("" when there is none)."""
+    from eth_abi import decode as abi_decode
+
+    data = bytes(computation.output)
+    if data[:4] == _ERROR_SELECTOR:
+        try:
+            return str(abi_decode(["string"], data[4:])[0])
+        except Exception:
+            pass
+    if data:
+        return "0x" + data.hex()
+    error = computation.error
+    return type(error).__name__ + (f": {error}" if str(error) else "")
+
+
 class EmbeddedChain(Chain):
     """In-process eth-tester + py-evm chain persisted in ``directory``.
 
@@ -161,6 +249,7 @@ class EmbeddedChain(Chain):
         except BaseException:
             self._release_lock()
             raise
+        self._head_state: tuple[bytes, Any] | None = None
         self._tester = EthereumTester(_tester_backend(self.chain))
         endpoints = {k: dict(v) for k, v in API_ENDPOINTS.items()}
         endpoints["eth"]["chainId"] = static_return(self._chain_id)
@@ -202,27 +291,160 @@ class EmbeddedChain(Chain):
             self.chain.header = pending.copy(timestamp=ts)
 
     def send_raw_transaction(self, raw: bytes) -> TxReceipt:
-        from eth_tester.exceptions import ValidationError as TesterValidationError
+        (outcome,) = self.send_raw_transactions([raw])
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome
+
+    def send_raw_transactions(self, raws: Sequence[bytes]) -> list[TxReceipt | LedgerError]:
+        """Apply the transactions in order to the pending block and mine it: one block.
+
+        This is what eth-tester's auto-mining does per transaction (apply, then
+        mine), with the block sealed once for all of them: one state root, one
+        receipts trie, one durable SQLite commit. A transaction the chain
+        refuses (chain id, nonce, signature, gas) gets a
+        :class:`TransactionRejected` in its slot and does not enter the block;
+        a revert is mined with ``status`` 0 and the contract's reason in
+        ``revertReason``. A crash before the commit loses the whole block and
+        nothing else (see ``_kv``).
+        """
         from eth_utils import ValidationError
 
-        self._check_chain_id(raw)
+        if not raws:
+            return []
         self.prepare()
-        try:
-            tx_hash = self.w3.eth.send_raw_transaction(raw)
-        except (ValidationError, TesterValidationError) as exc:
-            raise TransactionRejected(str(exc)) from exc
-        return self.w3.eth.get_transaction_receipt(tx_hash)
+        vm = self.chain.get_vm(self.chain.header)
+        base = vm.get_block()
+        if base.transactions:  # pragma: no cover - only our own code mines this chain
+            raise LedgerError("the pending block already holds transactions")
+        header = base.header
+        outcomes: list[TxReceipt | LedgerError | None] = [None] * len(raws)
+        applied: list[tuple[int, Any, Any, Any]] = []
+        for slot, raw in enumerate(raws):
+            try:
+                tx = self._decode_checked(raw)
+                receipt, computation = vm.apply_transaction(header, tx)
+            except TransactionRejected as exc:
+                outcomes[slot] = exc
+                continue
+            except ValidationError as exc:
+                outcomes[slot] = TransactionRejected(str(exc))
+                continue
+            header = vm.increment_blob_gas_used(vm.add_receipt_to_header(header, receipt), tx)
+            applied.append((slot, tx, receipt, computation))
+        if applied:
+            block = self._mine(vm, header, [a[1] for a in applied], [a[2] for a in applied])
+            log_index = 0
+            gas_before = 0
+            for tx_index, (slot, tx, receipt, computation) in enumerate(applied):
+                outcomes[slot], log_index = self._receipt(
+                    block, tx_index, tx, receipt, computation, gas_before, log_index
+                )
+                gas_before = receipt.gas_used
+        return [o for o in outcomes if o is not None]
 
-    def _check_chain_id(self, raw: bytes) -> None:
+    def _mine(self, vm: Any, header: Any, txs: list[Any], receipts: list[Any]) -> Any:
+        """Seal the pending block (as ``MiningChain.mine_block``) and make it the head."""
+        from eth.constants import ZERO_ADDRESS
+
+        filled = vm.set_block_transactions_and_withdrawals(vm.get_block(), header, txs, receipts)
+        # prevrandao is random on a post-merge chain, as eth-tester does it.
+        block = vm.mine_block(filled, coinbase=ZERO_ADDRESS, mix_hash=os.urandom(32)).block
+        self.chain.validate_block(block)
+        # Moves the canonical head: the one SQLite commit of this block (see ``_kv``).
+        self.chain.chaindb.persist_block(block)
+        self.chain.header = self.chain.create_header_from_parent(block.header)
+        return block
+
+    @staticmethod
+    def _receipt(
+        block: Any,
+        tx_index: int,
+        tx: Any,
+        receipt: Any,
+        computation: Any,
+        gas_before: int,
+        log_index: int,
+    ) -> tuple[TxReceipt, int]:
+        """A web3-style receipt (block-wide log indices, as a node numbers them)."""
+        from eth._utils.address import generate_contract_address
+
+        logs = []
+        for log in receipt.logs:
+            logs.append(_log_dict(log, block.number, block.hash, tx.hash, tx_index, log_index))
+            log_index += 1
+        fields: dict[str, Any] = {
+            "transactionHash": HexBytes(tx.hash),
+            "transactionIndex": tx_index,
+            "blockHash": HexBytes(block.hash),
+            "blockNumber": block.number,
+            "from": to_checksum_address(tx.sender),
+            "to": to_checksum_address(tx.to) if tx.to else None,
+            "contractAddress": (
+                None
+                if tx.to
+                else to_checksum_address(generate_contract_address(tx.sender, tx.nonce))
+            ),
+            "cumulativeGasUsed": receipt.gas_used,
+            "gasUsed": receipt.gas_used - gas_before,
+            "status": int.from_bytes(receipt.state_root or b"\x00", "big"),
+            "logs": logs,
+            "type": tx.type_id if tx.type_id is not None else 0,
+        }
+        if computation.is_error:
+            fields["revertReason"] = _revert_string(computation)
+        return AttributeDict(fields), log_index
+
+    def _decode_checked(self, raw: bytes) -> Any:
         # eth-tester would mine a transaction signed for another chain; a real
         # node refuses it ("invalid chain id for signer"), and so do we.
-        tx = self.chain.get_vm().get_transaction_builder().decode(raw)
+        from eth_utils import ValidationError
+
+        try:
+            tx = self.chain.get_vm().get_transaction_builder().decode(raw)
+        except (ValidationError, ValueError) as exc:
+            raise TransactionRejected(f"undecodable transaction: {exc}") from exc
         tx_chain = getattr(tx, "chain_id", None)
         if tx_chain != self._chain_id:
             raise TransactionRejected(
                 f"invalid chain id for signer: transaction for {tx_chain}, "
                 f"chain is {self._chain_id}"
             )
+        return tx
+
+    def next_nonce(self, address: str) -> int:
+        # The pending block is always empty between our calls: the head's state, read
+        # through one py-evm state object per head (building one costs more than the read).
+        head = self.chain.header.parent_hash
+        if self._head_state is None or self._head_state[0] != head:
+            self._head_state = (head, self.chain.get_vm().state)
+        return int(self._head_state[1].get_nonce(to_canonical_address(address)))
+
+    def call(self, sender: str, to: str, data: bytes, block: str | int = "latest") -> bytes:
+        """Execute on py-evm directly (what eth-tester's ``eth_call`` does, without its
+        request normalisation): a spoofed, gas-free transaction on the state after ``block``
+        (``latest`` and ``pending`` are the same here: the pending block is empty)."""
+        from eth.vm.spoof import SpoofTransaction
+
+        if block in ("latest", "pending"):
+            header = self.chain.get_canonical_head()
+        else:
+            header = self.chain.get_canonical_block_header_by_number(int(block))
+        vm = self.chain.get_vm(header)
+        origin = to_canonical_address(sender)
+        with vm.in_costless_state() as state:
+            tx = vm.get_transaction_builder().create_unsigned_transaction(
+                nonce=state.get_nonce(origin),
+                gas_price=0,
+                gas=CALL_GAS,
+                to=to_canonical_address(to),
+                value=0,
+                data=bytes(data),
+            )
+            computation = state.costless_execute_transaction(SpoofTransaction(tx, from_=origin))
+        if computation.is_error:
+            raise ContractRevert("eth_call", _revert_string(computation))
+        return bytes(computation.output)
 
     def get_logs(self, address: str, from_block: int, to_block: int) -> list[LogReceipt]:
         # Walk py-evm's receipts directly: eth-tester's eth_getLogs looks each
@@ -239,21 +461,7 @@ class EmbeddedChain(Chain):
             ):
                 for log in receipt.logs:
                     if log.address == target:
-                        out.append(
-                            AttributeDict(
-                                {
-                                    "address": to_checksum_address(log.address),
-                                    "topics": [HexBytes(t.to_bytes(32, "big")) for t in log.topics],
-                                    "data": HexBytes(log.data),
-                                    "blockNumber": number,
-                                    "blockHash": HexBytes(block.hash),
-                                    "transactionHash": HexBytes(tx.hash),
-                                    "transactionIndex": tx_index,
-                                    "logIndex": log_index,
-                                    "removed": False,
-                                }
-                            )
-                        )
+                        out.append(_log_dict(log, number, block.hash, tx.hash, tx_index, log_index))
                     log_index += 1
         return out
 
@@ -322,16 +530,38 @@ class RpcChain(Chain):
         return int(self.w3.eth.chain_id)
 
     def send_raw_transaction(self, raw: bytes) -> TxReceipt:
-        try:
-            tx_hash = self.w3.eth.send_raw_transaction(raw)
-        except Web3RPCError as exc:
-            raise TransactionRejected(str(exc)) from exc
-        try:
-            return self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=self.receipt_timeout, poll_latency=self.poll_interval
-            )
-        except TimeExhausted as exc:
-            raise LedgerError(f"transaction {tx_hash.to_0x_hex()} not mined in time") from exc
+        (outcome,) = self.send_raw_transactions([raw])
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome
+
+    def send_raw_transactions(self, raws: Sequence[bytes]) -> list[TxReceipt | LedgerError]:
+        """Send every transaction to the node's pool, then wait for each receipt.
+
+        The node decides the blocks: on anvil (automine) each transaction gets
+        its own; on Besu/QBFT they share the next block(s). Pipelining saves a
+        block interval per transaction over sending them one by one.
+        """
+        sent: list[HexBytes | LedgerError] = []
+        for raw in raws:
+            try:
+                sent.append(HexBytes(self.w3.eth.send_raw_transaction(raw)))
+            except Web3RPCError as exc:
+                sent.append(TransactionRejected(str(exc)))
+        out: list[TxReceipt | LedgerError] = []
+        for tx_hash in sent:
+            if isinstance(tx_hash, LedgerError):
+                out.append(tx_hash)
+                continue
+            try:
+                out.append(
+                    self.w3.eth.wait_for_transaction_receipt(
+                        tx_hash, timeout=self.receipt_timeout, poll_latency=self.poll_interval
+                    )
+                )
+            except TimeExhausted:
+                out.append(LedgerError(f"transaction {tx_hash.to_0x_hex()} not mined in time"))
+        return out
 
     def get_logs(self, address: str, from_block: int, to_block: int) -> list[LogReceipt]:
         out: list[LogReceipt] = []

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .ledger import TxCall
+    from .types import TxResult
+
 
 class LedgerError(Exception):
     """Base class of every ledger failure."""
@@ -35,3 +42,23 @@ class LedgerLocked(LedgerError):
 
 class TransactionRejected(LedgerError):
     """The node refused a raw transaction before executing it (bad chain id, nonce, ...)."""
+
+
+class BatchError(LedgerError):
+    """Some transactions of a batch failed; the others were mined all the same.
+
+    ``outcomes[i]`` is the :class:`~matswarm.ledger.TxResult` or the
+    :class:`LedgerError` (usually :class:`ContractRevert`) of the i-th call.
+    """
+
+    def __init__(self, calls: Sequence[TxCall], outcomes: Sequence[TxResult | LedgerError]) -> None:
+        self.outcomes = list(outcomes)
+        self.failures = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, LedgerError)]
+        detail = "; ".join(f"#{i} ({calls[i].sender}): {err}" for i, err in self.failures)
+        n = len(outcomes)
+        super().__init__(f"{len(self.failures)} of {n} batched transactions failed: {detail}")
+
+    @property
+    def first(self) -> LedgerError:
+        """The first failure, in call order."""
+        return self.failures[0][1]

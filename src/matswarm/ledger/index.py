@@ -40,6 +40,9 @@ class EventIndex:
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         if self.path != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
+            # A cache of the chain: a commit lost to a power cut is re-indexed from the chain
+            # (WAL keeps the file consistent), so no fsync per commit.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(
             """
             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);

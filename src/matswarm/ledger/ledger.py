@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 from hexbytes import HexBytes
-from web3.exceptions import ContractLogicError
+from web3.contract import Contract
+from web3.types import TxReceipt
 
+from ._abi import contract_abi
 from .chains import Chain, EmbeddedChain, RpcChain
 from .compile import load_artifact
-from .errors import ChainIdMismatch, ContractRevert, LedgerError
+from .errors import BatchError, ChainIdMismatch, ContractRevert, LedgerError
 from .index import EventIndex, event_from_log
 from .types import (
     Commitment,
@@ -81,13 +85,195 @@ def default_quorum(n: int) -> int:
     return math.ceil(2 * n / 3)
 
 
-def _revert_reason(exc: BaseException) -> str:
-    """The contract's revert string from web3's or eth-tester's exception."""
-    if isinstance(exc, ContractLogicError) and exc.message:
-        msg = exc.message
-    else:
-        msg = str(exc.args[0]) if exc.args else str(exc)
-    return msg.removeprefix("execution reverted: ").removeprefix("execution reverted:").strip()
+@dataclass(frozen=True)
+class TxCall:
+    """One contract transaction prepared for a :class:`Ledger` view, not yet signed or sent.
+
+    Made by a view's :attr:`Ledger.tx` builders (same arguments and checks as
+    the view's methods); sent with :meth:`Ledger.send`, :meth:`Ledger.send_batch`
+    or a :class:`Batch`. It is signed, when sent, by the view's own account.
+    """
+
+    ledger: Ledger = field(repr=False)
+    function: str
+    args: tuple[Any, ...]
+
+    @property
+    def sender(self) -> str | None:
+        return self.ledger.sender
+
+
+class Pending:
+    """A call queued in a :class:`Batch`; its outcome is known once the batch is sent."""
+
+    def __init__(self, call: TxCall) -> None:
+        self.call = call
+        self._outcome: TxResult | LedgerError | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._outcome is not None
+
+    def result(self) -> TxResult:
+        """The mined transaction; raises its error if it failed, or if not sent yet."""
+        if self._outcome is None:
+            raise LedgerError(f"{self.call.function}: the batch has not been sent")
+        if isinstance(self._outcome, LedgerError):
+            raise self._outcome
+        return self._outcome
+
+
+class Batch:
+    """Calls of views of one ledger, collected now and sent together (one block when embedded).
+
+    ::
+
+        with ledger.batch() as batch:
+            for org in orgs:
+                batch.add(org.tx.commit_update(task, r, update_hash, cid))
+        # sent here, on leaving the block without an exception
+
+    or keep a batch across calls and :meth:`send` it when ready. Sending
+    follows :meth:`Ledger.send_batch`: every call that can be sent is sent,
+    then :class:`BatchError` reports the failures.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._queue: list[Pending] = []
+
+    def add(self, call: TxCall) -> Pending:
+        if call.ledger.chain is not self.ledger.chain:
+            raise ValueError(f"{call.function}: the call belongs to a ledger on another chain")
+        pending = Pending(call)
+        self._queue.append(pending)
+        return pending
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def __iter__(self) -> Iterator[Pending]:
+        return iter(self._queue)
+
+    def send(self) -> list[TxResult]:
+        """Send everything queued (and empty the queue); results in the order added."""
+        queue, self._queue = self._queue, []
+        calls = [p.call for p in queue]
+        outcomes = self.ledger._send_all(calls)
+        for pending, outcome in zip(queue, outcomes, strict=True):
+            pending._outcome = outcome
+        if any(isinstance(o, LedgerError) for o in outcomes):
+            raise BatchError(calls, outcomes)
+        return [o for o in outcomes if isinstance(o, TxResult)]
+
+    def discard(self) -> None:
+        """Drop everything queued without sending it."""
+        self._queue = []
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.send()
+        else:
+            self.discard()
+
+
+class Calls:
+    """:class:`TxCall` builders of one view (``ledger.tx``): the arguments and checks of the
+    view's transacting methods, without sending anything."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def _call(self, function: str, *args: Any) -> TxCall:
+        return TxCall(self._ledger, function, args)
+
+    def register_org(self, ed25519: HashLike, x25519: HashLike, metadata: str) -> TxCall:
+        return self._call(
+            "updateOrg",
+            _b32(ed25519, "ed25519"),
+            _b32(x25519, "x25519"),
+            _text(metadata, MAX_META, "metadata"),
+        )
+
+    def propose_admission(
+        self, candidate: str, ed25519: HashLike, x25519: HashLike, metadata: str
+    ) -> TxCall:
+        return self._call(
+            "proposeAdmission",
+            to_checksum_address(candidate),
+            _b32(ed25519, "ed25519"),
+            _b32(x25519, "x25519"),
+            _text(metadata, MAX_META, "metadata"),
+        )
+
+    def vote_admission(self, candidate: str) -> TxCall:
+        return self._call("voteAdmission", to_checksum_address(candidate))
+
+    def withdraw_admission(self, candidate: str) -> TxCall:
+        return self._call("withdrawAdmission", to_checksum_address(candidate))
+
+    def create_task(
+        self,
+        participants: Sequence[str],
+        *,
+        spec_hash: HashLike,
+        train_code_hash: HashLike,
+        agg_code_hash: HashLike,
+        rounds: int,
+        round_duration_s: int,
+        quorum: int | None = None,
+    ) -> TxCall:
+        parts = [to_checksum_address(p) for p in participants]
+        q = default_quorum(len(parts)) if quorum is None else int(quorum)
+        return self._call(
+            "createTask",
+            parts,
+            q,
+            _b32(spec_hash, "spec_hash"),
+            _b32(train_code_hash, "train_code_hash"),
+            _b32(agg_code_hash, "agg_code_hash"),
+            int(rounds),
+            int(round_duration_s),
+        )
+
+    def commit_update(
+        self, task_id: HashLike, round: int, update_hash: HashLike, cid: str
+    ) -> TxCall:
+        return self._call(
+            "commitUpdate",
+            _b32(task_id, "task_id"),
+            int(round),
+            _b32(update_hash, "update_hash"),
+            _text(cid, MAX_CID, "cid"),
+        )
+
+    def vote_global(self, task_id: HashLike, round: int, global_hash: HashLike) -> TxCall:
+        return self._call(
+            "voteGlobal", _b32(task_id, "task_id"), int(round), _b32(global_hash, "global_hash")
+        )
+
+    def close_round(self, task_id: HashLike, round: int) -> TxCall:
+        return self._call("closeRound", _b32(task_id, "task_id"), int(round))
+
+    def record_rejection(self, task_id: HashLike, round: int, org: str, reason: str) -> TxCall:
+        return self._call(
+            "recordRejection",
+            _b32(task_id, "task_id"),
+            int(round),
+            to_checksum_address(org),
+            _text(reason, MAX_REASON, "reason"),
+        )
+
+    def set_final_model(self, task_id: HashLike, model_hash: HashLike, cid: str) -> TxCall:
+        return self._call(
+            "setFinalModel",
+            _b32(task_id, "task_id"),
+            _b32(model_hash, "model_hash"),
+            _text(cid, MAX_CID, "cid"),
+        )
 
 
 class Ledger:
@@ -136,12 +322,7 @@ class Ledger:
         self.account = None if account is None else _as_account(account)
         self.expected_chain_id = chain.chain_id if chain_id is None else int(chain_id)
         self.preflight = preflight
-        self._contract = chain.w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
-        self._topics: dict[bytes, str] = {}
-        for item in load_artifact()["abi"]:
-            if item["type"] == "event":
-                sig = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
-                self._topics[keccak(text=sig)] = item["name"]
+        self._abi = contract_abi()
         if _shared is None:
             self._index = EventIndex(
                 ":memory:" if index_path is None else Path(index_path),
@@ -181,7 +362,7 @@ class Ledger:
             "data": data,
             "value": 0,
             "gas": DEPLOY_GAS,
-            "nonce": chain.w3.eth.get_transaction_count(acct.address, "pending"),
+            "nonce": chain.next_nonce(acct.address),
             "chainId": expected,
             "type": 2,
             **_fees(chain),
@@ -295,87 +476,197 @@ class Ledger:
         """Address this view signs with (``None`` for a read-only view)."""
         return None if self.account is None else self.account.address
 
+    @functools.cached_property
+    def _contract(self) -> Contract:
+        """web3's contract object (the hot paths use :mod:`._abi` instead)."""
+        return self.chain.w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
+
+    @property
+    def tx(self) -> Calls:
+        """Builders of this view's transactions, for :meth:`send_batch` or a :class:`Batch`."""
+        return Calls(self)
+
     # ------------------------------------------------------------------ plumbing
 
     def _view(self, fn: str, *args: Any) -> Any:
         with self._lock:
-            call = getattr(self._contract.functions, fn)(*args)
-            return call.call({"from": self.sender or _ZERO_ADDRESS, "gasPrice": 0})
+            try:
+                out = self.chain.call(
+                    self.sender or _ZERO_ADDRESS, self.address, self._abi.encode_call(fn, args)
+                )
+            except ContractRevert as exc:
+                raise ContractRevert(fn, exc.reason) from exc
+            return self._abi.decode_output(fn, out)
 
     def _check_chain(self) -> None:
         actual = self.chain.chain_id
         if actual != self.expected_chain_id:
             raise ChainIdMismatch(self.expected_chain_id, actual)
 
-    def _transact(self, fn: str, *args: Any) -> TxResult:
-        if self.account is None:
-            raise LedgerError(f"{fn}: this Ledger view has no account to sign with")
+    def send(self, call: TxCall) -> TxResult:
+        """Sign and send one prepared call (see :attr:`tx`); raise if it fails."""
+        (outcome,) = self._send_all([call])
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome
+
+    def send_batch(self, calls: Sequence[TxCall]) -> list[TxResult]:
+        """Send prepared calls of any views of this ledger together; results in call order.
+
+        Each call is signed by its own view's account (one transaction per call,
+        nonces counted per sender). On the embedded chain they are mined in
+        **one block** (one state root and one durable commit instead of one per
+        transaction); on a JSON-RPC chain they are all submitted before the
+        first receipt is awaited, so they share the node's next block(s). The
+        contract executes them in order, exactly as if sent one by one.
+
+        Every call that can be sent is sent, even when another fails. If any
+        failed (reverted, or refused by the chain), :class:`BatchError` is raised
+        after the block is mined; its ``outcomes`` hold each call's
+        :class:`TxResult` or error, in order.
+        """
+        outcomes = self._send_all(calls)
+        if any(isinstance(o, LedgerError) for o in outcomes):
+            raise BatchError(list(calls), outcomes)
+        return [o for o in outcomes if isinstance(o, TxResult)]
+
+    def batch(self) -> Batch:
+        """A :class:`Batch` collecting calls of this ledger's views, sent together."""
+        return Batch(self)
+
+    def _send_all(self, calls: Sequence[TxCall]) -> list[TxResult | LedgerError]:
+        for call in calls:
+            if call.ledger.chain is not self.chain:
+                raise ValueError(f"{call.function}: the call belongs to a ledger on another chain")
+            if call.ledger.account is None:
+                raise LedgerError(f"{call.function}: this Ledger view has no account to sign with")
+        if not calls:
+            return []
         with self._lock:
             # Checked before anything is signed: a transaction for another chain
             # is never created, let alone sent.
-            self._check_chain()
-            data = self._contract.encode_abi(fn, args=list(args))
+            actual = self.chain.chain_id
+            for call in calls:
+                if call.ledger.expected_chain_id != actual:
+                    raise ChainIdMismatch(call.ledger.expected_chain_id, actual)
             self.chain.prepare()
             fees = _fees(self.chain)
-            base = {"from": self.account.address, "to": self.address, "data": data, "value": 0}
-            if self.preflight:
-                try:
-                    # Zero gas price: the verdict must not depend on the balance.
-                    self.chain.w3.eth.call(
-                        {**base, "gas": TX_GAS, "gasPrice": 0}, self.chain.preflight_block
+            outcomes: list[TxResult | LedgerError | None] = [None] * len(calls)
+            raws: list[bytes] = []
+            slots: list[int] = []
+            nonces: dict[str, int] = {}
+            for i, call in enumerate(calls):
+                view, acct = call.ledger, call.ledger.account
+                assert acct is not None
+                data = view._abi.encode_call(call.function, call.args)
+                if view.preflight:
+                    try:
+                        block = self.chain.preflight_block
+                        self.chain.call(acct.address, view.address, data, block)
+                    except ContractRevert as exc:
+                        outcomes[i] = ContractRevert(call.function, exc.reason)
+                        continue
+                if acct.address not in nonces:
+                    nonces[acct.address] = self.chain.next_nonce(acct.address)
+                raws.append(
+                    view._sign(
+                        nonce=nonces[acct.address],
+                        to=view.address,
+                        data=data,
+                        chain_id=view.expected_chain_id,
+                        **fees,
                     )
-                except Exception as exc:
-                    raise self._as_revert(fn, exc) from exc
-            tx = {
-                **{k: v for k, v in base.items() if k != "from"},
-                "gas": TX_GAS,
-                "nonce": self.chain.w3.eth.get_transaction_count(self.account.address, "pending"),
-                "chainId": self.expected_chain_id,
-                "type": 2,
-                **fees,
-            }
-            signed = self.account.sign_transaction(tx)
-            receipt = self.chain.send_raw_transaction(signed.raw_transaction)
-            tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
-            if receipt["status"] != 1:
-                raise ContractRevert(fn, self._replay_reason(base, receipt), tx_hash)
-            events = tuple(
-                e for e in (self._decode(log) for log in receipt["logs"]) if e is not None
-            )
-            return TxResult(
-                tx_hash=tx_hash,
-                block_number=int(receipt["blockNumber"]),
-                gas_used=int(receipt["gasUsed"]),
-                events=events,
-            )
+                )
+                nonces[acct.address] += 1
+                slots.append(i)
+            for i, receipt in zip(slots, self.chain.send_raw_transactions(raws), strict=True):
+                outcomes[i] = calls[i].ledger._result(calls[i], receipt)
+            return [o for o in outcomes if o is not None]
 
-    def _as_revert(self, fn: str, exc: Exception) -> Exception:
-        from eth_tester.exceptions import TransactionFailed
+    @functools.cached_property
+    def _signing_key(self) -> Any:
+        from eth_keys import keys
 
-        if isinstance(exc, ContractLogicError | TransactionFailed):
-            return ContractRevert(fn, _revert_reason(exc))
-        return exc
+        assert self.account is not None
+        return keys.PrivateKey(bytes(self.account.key))
 
-    def _replay_reason(self, base: dict[str, Any], receipt: Any) -> str:
-        # The receipt of a reverted transaction carries no reason; re-run it on
-        # the parent block's state (exact unless another transaction of the same
-        # block changed the outcome).
+    def _sign(
+        self,
+        *,
+        nonce: int,
+        to: str,
+        data: bytes,
+        chain_id: int,
+        maxFeePerGas: int,
+        maxPriorityFeePerGas: int,
+    ) -> bytes:
+        """This view's account signs an EIP-1559 (type 2) contract call; the raw transaction.
+
+        py-evm's transaction builder, not eth-account's dict pipeline: the same bytes
+        (RFC 6979 signatures are deterministic; a test compares) at a third of the CPU.
+        """
+        from eth.vm.forks.london.transactions import LondonTransactionBuilder
+
+        unsigned = LondonTransactionBuilder.new_unsigned_dynamic_fee_transaction(
+            chain_id=chain_id,
+            nonce=nonce,
+            max_priority_fee_per_gas=maxPriorityFeePerGas,
+            max_fee_per_gas=maxFeePerGas,
+            gas=TX_GAS,
+            to=bytes.fromhex(to.removeprefix("0x")),
+            value=0,
+            data=bytes(data),
+            access_list=(),
+        )
+        return bytes(unsigned.as_signed_transaction(self._signing_key, chain_id=chain_id).encode())
+
+    def _result(self, call: TxCall, receipt: TxReceipt | LedgerError) -> TxResult | LedgerError:
+        if isinstance(receipt, LedgerError):
+            return receipt
+        tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
+        if receipt["status"] != 1:
+            reason = receipt.get("revertReason") or self._replay_reason(call, receipt)
+            return ContractRevert(call.function, reason, tx_hash)
+        events = tuple(e for e in (self._decode(log) for log in receipt["logs"]) if e is not None)
+        return TxResult(
+            tx_hash=tx_hash,
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            events=events,
+        )
+
+    def _replay_reason(self, call: TxCall, receipt: Any) -> str:
+        # A JSON-RPC receipt carries no reason; re-run the call on the parent
+        # block's state (exact unless an earlier transaction of the same block
+        # changed the outcome). The embedded chain reports the reason itself.
+        assert self.account is not None
         try:
-            self.chain.w3.eth.call(
-                {**base, "gas": TX_GAS, "gasPrice": 0}, int(receipt["blockNumber"]) - 1
+            self.chain.call(
+                self.account.address,
+                self.address,
+                self._abi.encode_call(call.function, call.args),
+                int(receipt["blockNumber"]) - 1,
             )
-        except Exception as exc:
-            return _revert_reason(exc)
+        except ContractRevert as exc:
+            return exc.reason
         return "reverted (reason unavailable)"
 
     def _decode(self, log: Any) -> LedgerEvent | None:
-        if to_checksum_address(log["address"]) != self.address or not log["topics"]:
+        if to_checksum_address(log["address"]) != self.address:
             return None
-        name = self._topics.get(bytes(log["topics"][0]))
-        if name is None:
+        decoded = self._abi.decode_event(log["topics"], log["data"])
+        if decoded is None:
             return None
-        decoded = getattr(self._contract.events, name)().process_log(log)
-        return event_from_log(name, decoded)
+        name, args = decoded
+        return event_from_log(
+            name,
+            {
+                "args": args,
+                "blockNumber": log["blockNumber"],
+                "logIndex": log["logIndex"],
+                "transactionHash": log["transactionHash"],
+            },
+        )
 
     def sync(self) -> int:
         """Bring the event index up to the chain head; returns the number of new events."""
@@ -391,12 +682,7 @@ class Ledger:
 
     def register_org(self, ed25519: HashLike, x25519: HashLike, metadata: str) -> TxResult:
         """Record (or rotate) this admitted org's Ed25519/X25519 public keys and metadata."""
-        return self._transact(
-            "updateOrg",
-            _b32(ed25519, "ed25519"),
-            _b32(x25519, "x25519"),
-            _text(metadata, MAX_META, "metadata"),
-        )
+        return self.send(self.tx.register_org(ed25519, x25519, metadata))
 
     def propose_admission(
         self, candidate: str, ed25519: HashLike, x25519: HashLike, metadata: str
@@ -405,23 +691,17 @@ class Ledger:
 
         A founder's proposal admits directly; a member's counts as its own vote.
         """
-        self._transact(
-            "proposeAdmission",
-            to_checksum_address(candidate),
-            _b32(ed25519, "ed25519"),
-            _b32(x25519, "x25519"),
-            _text(metadata, MAX_META, "metadata"),
-        )
+        self.send(self.tx.propose_admission(candidate, ed25519, x25519, metadata))
         return self.is_admitted(candidate)
 
     def vote_admission(self, candidate: str) -> bool:
         """Approve the open proposal for ``candidate``; True if it is admitted now."""
-        self._transact("voteAdmission", to_checksum_address(candidate))
+        self.send(self.tx.vote_admission(candidate))
         return self.is_admitted(candidate)
 
     def withdraw_admission(self, candidate: str) -> TxResult:
         """Withdraw the open proposal for ``candidate`` (its proposer or a founder only)."""
-        return self._transact("withdrawAdmission", to_checksum_address(candidate))
+        return self.send(self.tx.withdraw_admission(candidate))
 
     def is_admitted(self, org: str) -> bool:
         return bool(self._view("isAdmitted", to_checksum_address(org)))
@@ -452,17 +732,16 @@ class Ledger:
 
         ``quorum`` defaults to ceil(2n/3); the contract rejects anything lower.
         """
-        parts = [to_checksum_address(p) for p in participants]
-        q = default_quorum(len(parts)) if quorum is None else int(quorum)
-        res = self._transact(
-            "createTask",
-            parts,
-            q,
-            _b32(spec_hash, "spec_hash"),
-            _b32(train_code_hash, "train_code_hash"),
-            _b32(agg_code_hash, "agg_code_hash"),
-            int(rounds),
-            int(round_duration_s),
+        res = self.send(
+            self.tx.create_task(
+                participants,
+                spec_hash=spec_hash,
+                train_code_hash=train_code_hash,
+                agg_code_hash=agg_code_hash,
+                rounds=rounds,
+                round_duration_s=round_duration_s,
+                quorum=quorum,
+            )
         )
         ev = res.event("TaskCreated")
         if ev is None:  # pragma: no cover - the contract always emits it
@@ -509,55 +788,60 @@ class Ledger:
         signed envelope (which covers task, round and sender), so that copying
         another org's hash gains nothing: its signature names the other org.
         """
-        return self._transact(
-            "commitUpdate",
-            _b32(task_id, "task_id"),
-            int(round),
-            _b32(update_hash, "update_hash"),
-            _text(cid, MAX_CID, "cid"),
-        )
+        return self.send(self.tx.commit_update(task_id, round, update_hash, cid))
 
     def vote_global(self, task_id: HashLike, round: int, global_hash: HashLike) -> TxResult:
         """Vote the global hash; the deciding vote's result has a ``RoundFinalized`` event."""
-        return self._transact(
-            "voteGlobal", _b32(task_id, "task_id"), int(round), _b32(global_hash, "global_hash")
-        )
+        return self.send(self.tx.vote_global(task_id, round, global_hash))
 
     def close_round(self, task_id: HashLike, round: int) -> TxResult:
         """After the deadline: continue with the committed orgs (if >= quorum) or abort."""
-        return self._transact("closeRound", _b32(task_id, "task_id"), int(round))
+        return self.send(self.tx.close_round(task_id, round))
 
     def record_rejection(self, task_id: HashLike, round: int, org: str, reason: str) -> TxResult:
         """Log that this participant rejected ``org``'s update in ``round`` (bad attestation...)."""
-        return self._transact(
-            "recordRejection",
-            _b32(task_id, "task_id"),
-            int(round),
-            to_checksum_address(org),
-            _text(reason, MAX_REASON, "reason"),
-        )
+        return self.send(self.tx.record_rejection(task_id, round, org, reason))
 
     def set_final_model(self, task_id: HashLike, model_hash: HashLike, cid: str) -> TxResult:
         """The "uploading" transaction: the issuer archives the final model once, at the end."""
-        return self._transact(
-            "setFinalModel",
-            _b32(task_id, "task_id"),
-            _b32(model_hash, "model_hash"),
-            _text(cid, MAX_CID, "cid"),
-        )
+        return self.send(self.tx.set_final_model(task_id, model_hash, cid))
 
     def round_info(self, task_id: HashLike, round: int) -> RoundInfo:
         """Phase, deadline, commitments, votes, final hash and missing orgs of one round."""
         tid = _b32(task_id, "task_id")
         phase, deadline, _c, _v, final, missing = self._view("getRound", tid, int(round))
+        commitments, votes, vote_txs = self._round_events(tid, int(round), with_votes=True)
+        return RoundInfo(
+            task_id=tid,
+            round=int(round),
+            phase=RoundPhase(phase),
+            deadline=deadline,
+            commitments=commitments,
+            votes=votes,
+            vote_txs=vote_txs,
+            final_hash=_opt(final),
+            missing=tuple(to_checksum_address(m) for m in missing),
+        )
+
+    def commitments(self, task_id: HashLike, round: int) -> dict[str, Commitment]:
+        """The round's commitments by org, from the event index alone (no contract call).
+
+        The same records as ``round_info(...).commitments``: every ``UpdateCommitted``
+        event the contract emitted for the round (it emits one only for a commitment it
+        accepted: a participant, in the open commit phase, once). Cheaper when the
+        round's phase and deadline are not needed.
+        """
+        return self._round_events(_b32(task_id, "task_id"), int(round), with_votes=False)[0]
+
+    def _round_events(
+        self, tid: bytes, round: int, *, with_votes: bool
+    ) -> tuple[dict[str, Commitment], dict[str, bytes], dict[str, str]]:
         self.sync()
-        task_hex = HexBytes(tid).to_0x_hex()
+        names = ("UpdateCommitted", "GlobalVoted") if with_votes else ("UpdateCommitted",)
         commitments: dict[str, Commitment] = {}
         votes: dict[str, bytes] = {}
         vote_txs: dict[str, str] = {}
-        for e in self._index.query(
-            task=task_hex, names=("UpdateCommitted", "GlobalVoted"), round=int(round)
-        ):
+        for e in self._index.query(task=HexBytes(tid).to_0x_hex(), names=names, round=round):
             org = to_checksum_address(e.args["org"])
             if e.name == "UpdateCommitted":
                 commitments[org] = Commitment(
@@ -570,17 +854,7 @@ class Ledger:
             else:
                 votes[org] = bytes(HexBytes(e.args["globalHash"]))
                 vote_txs[org] = e.tx_hash
-        return RoundInfo(
-            task_id=tid,
-            round=int(round),
-            phase=RoundPhase(phase),
-            deadline=deadline,
-            commitments=commitments,
-            votes=votes,
-            vote_txs=vote_txs,
-            final_hash=_opt(final),
-            missing=tuple(to_checksum_address(m) for m in missing),
-        )
+        return commitments, votes, vote_txs
 
     def chain_time(self) -> int:
         """Timestamp of the latest block: compare deadlines with this, not the wall clock."""

@@ -31,16 +31,17 @@ process holds it); the simulated enclave proves code identity, not hardware isol
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from matswarm.algorithms.base import LocalResult, RingMessage
-from matswarm.ledger import Ledger, RoundInfo, TxResult
+from matswarm.ledger import Batch, BatchError, Commitment, Ledger, Pending, TxCall, TxResult
 from matswarm.protocol.aggregator import Aggregator
 from matswarm.protocol.codec import (
     decode_ring,
@@ -144,6 +145,11 @@ class OrgAgent:
         #: The round a restarted task continues in (commit and vote become idempotent there).
         self.resume_round: int | None = None
         self.last_vote: TxResult | None = None
+        #: When set, this org's ledger transactions (signed by its own account) are queued here
+        #: and sent by the batch's owner, together with the other orgs' (one block on the
+        #: embedded chain); :meth:`settle` then records their outcome.
+        self.batch: Batch | None = None
+        self._queued: list[tuple[str, int, Pending]] = []
 
     # -- 1. publish ---------------------------------------------------------------------------
     def publish(self, update: Update) -> str | None:
@@ -153,7 +159,7 @@ class OrgAgent:
         committed before the process died sends nothing: the ledger's commitment stands.
         """
         if update.round == self.resume_round:
-            done = self.ledger.round_info(self.task_id, update.round).commitments
+            done = self.ledger.commitments(self.task_id, update.round)
             if self.identity.evm_address in done:
                 return done[self.identity.evm_address].cid
         env = seal(
@@ -166,29 +172,59 @@ class OrgAgent:
         )
         blob = env.to_bytes()
         cid = self.store.put(blob)
-        tx = self.ledger.commit_update(
-            self.task_id, update.round, hashlib.sha256(blob).digest(), cid
+        self._send(
+            "commit",
+            update.round,
+            self.ledger.tx.commit_update(
+                self.task_id, update.round, hashlib.sha256(blob).digest(), cid
+            ),
         )
-        self.record.commit_txs[update.round] = tx.tx_hash
         return cid
 
+    def _send(self, kind: str, round_: int, call: TxCall) -> None:
+        """Send one of this org's transactions now, or queue it in :attr:`batch`."""
+        if self.batch is not None:
+            self._queued.append((kind, round_, self.batch.add(call)))
+            return
+        self._record(kind, round_, self.ledger.send(call))
+
+    def _record(self, kind: str, round_: int, tx: TxResult) -> None:
+        if kind == "commit":
+            self.record.commit_txs[round_] = tx.tx_hash
+        elif kind == "vote":
+            self.record.vote_txs[round_] = tx.tx_hash
+            self.last_vote = tx
+
+    def settle(self) -> None:
+        """Record the outcome of this org's queued transactions once their batch was sent;
+        raises the first failure (the contract's reason), like an unbatched send would."""
+        queued, self._queued = self._queued, []
+        for kind, round_, pending in queued:
+            self._record(kind, round_, pending.result())
+
     # -- 2. verify ----------------------------------------------------------------------------
-    def collect(self, round_: int, info: RoundInfo | None = None) -> list[Update]:
+    def collect(
+        self, round_: int, commitments: Mapping[str, Commitment] | None = None
+    ) -> list[Update]:
         """Verify every commitment of ``round_``; record and drop the bad ones.
 
-        ``info`` is the round as read from the ledger (read here when not given; in-process
-        organisations sharing one ledger connection share one read)."""
-        if info is None:
-            info = self.ledger.round_info(self.task_id, round_)
+        ``commitments`` are the round's commitments as read from the ledger (read here when
+        not given; in-process organisations sharing one ledger connection share one read)."""
+        if commitments is None:
+            commitments = self.ledger.commitments(self.task_id, round_)
         accepted = []
-        for addr, c in sorted(info.commitments.items(), key=lambda kv: self._order(kv[0])):
+        for addr, c in sorted(commitments.items(), key=lambda kv: self._order(kv[0])):
             org = self.name_of.get(addr, addr)
             try:
                 accepted.append(self.check_commitment(round_, org, c.update_hash, c.cid))
             except (RejectedError, ProtocolError, StoreError, ValueError) as exc:
                 reason = f"{getattr(exc, 'reason', 'invalid')}: {exc}"[:250]
                 self.record.rejections.append(Rejection(round_, org, reason))
-                self.ledger.record_rejection(self.task_id, round_, addr, reason)
+                self._send(
+                    "rejection",
+                    round_,
+                    self.ledger.tx.record_rejection(self.task_id, round_, addr, reason),
+                )
         return accepted
 
     def _order(self, addr: str) -> int:
@@ -239,9 +275,13 @@ class OrgAgent:
             and self.identity.evm_address in self.ledger.round_info(self.task_id, round_).votes
         ):
             return new_global  # voted before the restart; one vote per round
-        tx = self.ledger.vote_global(self.task_id, round_, bytes.fromhex(vector_hash(new_global)))
-        self.record.vote_txs[round_] = tx.tx_hash
-        self.last_vote = tx
+        self._send(
+            "vote",
+            round_,
+            self.ledger.tx.vote_global(
+                self.task_id, round_, bytes.fromhex(vector_hash(new_global))
+            ),
+        )
         return new_global
 
     # -- ring intermediates ------------------------------------------------------------------
@@ -264,7 +304,14 @@ class OrgAgent:
 
 
 class TrustedHooks(RoundHooks):
-    """Runs the trust protocol of every in-process organisation around the engine's round."""
+    """Runs the trust protocol of every in-process organisation around the engine's round.
+
+    The orgs' ledger transactions of each phase go out together: the K commitments of a
+    round in one batch (sent when the round's updates are collected), the K votes in
+    another. Each is still its org's own signed transaction, checked by the contract one
+    by one in order; on the embedded chain a batch is one block (one state root, one
+    durable commit), which is most of the trust layer's cost per round.
+    """
 
     def __init__(
         self,
@@ -275,25 +322,44 @@ class TrustedHooks(RoundHooks):
         self.reference = agents[0]
         self._accepted: dict[str, list[Update]] = {}
         self.on_event = on_event
+        self._batch = self.reference.ledger.batch()
+        self._published: list[dict[str, Any]] = []
+        for a in agents:
+            a.batch = self._batch
+
+    def _flush(self) -> None:
+        """Send the queued transactions of every org (one block), then record them."""
+        # On a failure every org's settle() raises its own, in agent order.
+        with contextlib.suppress(BatchError):
+            self._batch.send()
+        for agent in self.agents.values():
+            agent.settle()
 
     def publish(self, update: Update, result: LocalResult) -> None:
         cid = self.agents[update.org].publish(update)
-        if self.on_event is not None:
-            self.on_event("commit", {"round": update.round, "org": update.org, "cid": cid})
+        self._published.append({"round": update.round, "org": update.org, "cid": cid})
 
     def collect(self, round_: int, updates: list[Update]) -> list[Update]:
+        self._flush()  # the round's commitments, all in one block
+        published, self._published = self._published, []
+        if self.on_event is not None:
+            for event in published:
+                self.on_event("commit", event)
         # Every org verifies on its own; an honest consortium reaches the same verdict.
-        info = self.reference.ledger.round_info(self.reference.task_id, round_)
-        self._accepted = {name: a.collect(round_, info) for name, a in self.agents.items()}
+        commitments = self.reference.ledger.commitments(self.reference.task_id, round_)
+        self._accepted = {name: a.collect(round_, commitments) for name, a in self.agents.items()}
+        self._flush()  # rejection records, if any
         ref = self._accepted[self.reference.name]
         if not ref:
             raise ProtocolError(f"round {round_}: no update survived verification")
         return ref
 
     def finalise(self, round_, previous_global, global_params, updates, aggregator) -> str:
-        final = None
         for name, agent in self.agents.items():
             agent.aggregate_and_vote(round_, previous_global, self._accepted[name])
+        self._flush()  # the round's votes, all in one block
+        final = None
+        for agent in self.agents.values():
             event = agent.last_vote.event("RoundFinalized") if agent.last_vote else None
             if event is not None:  # the deciding vote carries the contract's verdict
                 final = str(event.args["globalHash"]).removeprefix("0x")

@@ -15,7 +15,10 @@
     of rounds and a round duration in seconds. Tasks are retrievable by spec
     digest ("retrieval").
   * Per round: one commitment (update hash + content id) per participant, then
-    one global-hash vote per participant. The vote that brings a hash to the
+    one global-hash vote per participant. The update hash is kept in storage
+    (it enforces once-per-round and binds the commitment to its sender); the
+    content id travels in the UpdateCommitted event only, which every node
+    keeps in the block's receipts: the contract never reads it. The vote that brings a hash to the
     quorum finalises the round. Because quorum >= ceil(2n/3) > n/2 and each
     participant votes once, at most one hash per round can ever reach quorum.
   * Deadlines: after a commit window anyone admitted may close the round; it
@@ -86,12 +89,6 @@ struct Round:
     votes: uint256
     finalHash: bytes32
     missing: DynArray[address, MAX_PARTICIPANTS]
-
-
-struct Commitment:
-    updateHash: bytes32
-    cid: String[MAX_CID]
-    timestamp: uint256
 
 
 event OrgAdmitted:
@@ -208,7 +205,8 @@ specTaskAt: public(HashMap[bytes32, HashMap[uint256, bytes32]])
 participants: HashMap[bytes32, DynArray[address, MAX_PARTICIPANTS]]
 isParticipant: HashMap[bytes32, HashMap[address, bool]]
 rounds: HashMap[bytes32, HashMap[uint256, Round]]
-commitments: HashMap[bytes32, HashMap[uint256, HashMap[address, Commitment]]]
+# update hash per (task, round, org); empty: no commitment
+commitments: HashMap[bytes32, HashMap[uint256, HashMap[address, bytes32]]]
 votes: HashMap[bytes32, HashMap[uint256, HashMap[address, bytes32]]]
 hashVotes: HashMap[bytes32, HashMap[uint256, HashMap[bytes32, uint256]]]
 rejectionCount: public(HashMap[bytes32, uint256])
@@ -411,7 +409,7 @@ def _closeCommits(taskId: bytes32, r: uint256, committed: uint256):
     missing: DynArray[address, MAX_PARTICIPANTS] = []
     if committed < len(self.participants[taskId]):
         for p: address in self.participants[taskId]:
-            if self.commitments[taskId][r][p].timestamp == 0:
+            if self.commitments[taskId][r][p] == empty(bytes32):
                 missing.append(p)
         self.rounds[taskId][r].missing = missing
     deadline: uint256 = block.timestamp + self.tasks[taskId].roundDuration
@@ -435,10 +433,8 @@ def commitUpdate(taskId: bytes32, round: uint256, updateHash: bytes32, cid: Stri
     assert self.rounds[taskId][round].phase == PHASE_COMMIT, "commit phase over"
     assert block.timestamp <= self.rounds[taskId][round].deadline, "commit deadline passed"
     assert updateHash != empty(bytes32), "empty update hash"
-    assert self.commitments[taskId][round][msg.sender].timestamp == 0, "already committed"
-    self.commitments[taskId][round][msg.sender] = Commitment(
-        updateHash=updateHash, cid=cid, timestamp=block.timestamp
-    )
+    assert self.commitments[taskId][round][msg.sender] == empty(bytes32), "already committed"
+    self.commitments[taskId][round][msg.sender] = updateHash
     c: uint256 = self.rounds[taskId][round].commits + 1
     self.rounds[taskId][round].commits = c
     log UpdateCommitted(taskId=taskId, org=msg.sender, round=round, updateHash=updateHash, cid=cid)
@@ -545,7 +541,8 @@ def getRound(taskId: bytes32, round: uint256) -> Round:
 
 @external
 @view
-def getCommitment(taskId: bytes32, round: uint256, org: address) -> Commitment:
+def getCommitment(taskId: bytes32, round: uint256, org: address) -> bytes32:
+    """@notice The update hash org committed for the round (empty if none); its content id is in the event."""
     return self.commitments[taskId][round][org]
 
 
