@@ -164,7 +164,9 @@ def run_cell(cell: Cell, dataset: FederatedDataset | None = None) -> CellResult:
         train_ds, SPEC, make_algo(cell.rounds), rule, cell.seed, task=f"fig1-{cell.panel}"
     )
     log = MemoryRejectionLog()
-    hooks = attest_engine(engine, logs=[log]) if cell.attested else None
+    hooks = None
+    if cell.attested:
+        hooks = attest_engine(engine, logs=[log], identities=_identities(ds.org_names))
     byz = []
     if attack is not None:
         for i, p in enumerate(engine.participants):
@@ -205,6 +207,19 @@ def run_cell(cell: Cell, dataset: FederatedDataset | None = None) -> CellResult:
         sent,
         time.perf_counter() - t0,
     )
+
+
+_IDENTITIES: dict[str, Any] = {}
+
+
+def _identities(names: Sequence[str]) -> dict[str, Any]:
+    """Org identities reused across the runs of one process (simulation keys, never stored)."""
+    from matswarm.trust import OrgIdentity
+
+    for n in names:
+        if n not in _IDENTITIES:
+            _IDENTITIES[n] = OrgIdentity.generate(n)
+    return {n: _IDENTITIES[n] for n in names}
 
 
 def _init_worker(datasets: dict[int, FederatedDataset]) -> None:
