@@ -190,3 +190,19 @@ def test_nnm_is_permutation_equivariant():
         np.testing.assert_allclose(
             nearest_neighbour_mixing(x[p], f=2), nearest_neighbour_mixing(x, f=2)[p], atol=1e-6
         )
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("bulyan", {"f": 2}),
+        ("nnm+centered-clipping", {"f": 1, "tau": 0.5}),
+        ("nnm+multikrum", {"f": 2}),
+        ("nnm+median", {"f": 1}),
+    ],
+)
+def test_rules_round_trip_through_name_and_params(name, params):
+    """Task specs store ``rule.name`` and ``rule.params`` and rebuild with ``make_rule``."""
+    rule = make_rule(name, **params)
+    again = make_rule(rule.name, **rule.params)
+    assert again.describe() == rule.describe()

@@ -248,7 +248,8 @@ class Composed(AggregationRule):
         self.rule = rule
         self.name = "+".join([*(p.name for p in self.pre), rule.name])  # type: ignore[misc]
         self.byzantine_tolerant = rule.byzantine_tolerant  # type: ignore[misc]
-        self.params = {"pre": [p.describe() for p in self.pre], **rule.params}
+        # round-trips: make_rule(self.name, **self.params) rebuilds this rule (task specs do)
+        self.params = {k: v for p in self.pre for k, v in p.params.items()} | dict(rule.params)
 
     def min_participants(self) -> int:
         return max([self.rule.min_participants(), *(p.min_participants() for p in self.pre)])
