@@ -42,6 +42,6 @@ def forward(message: Message, context: Context) -> Message:
     return Message(to_recorddict(reply), reply_to=message)
 
 
-for _name in ("hello", "join", "finish"):
+for _name in ("hello", "join", "aggregate", "finish"):
     app.query(_name)(forward)
 app.train("local")(forward)

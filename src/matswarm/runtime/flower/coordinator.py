@@ -199,6 +199,12 @@ class FlowerCoordinator:
         self._hello_pending: dict[str, int] = {}  # message id -> node id
         self._stats: dict[str, Payload] = {}
         self.refusals: dict[str, str] = {}
+        self.envelopes: dict[int, dict[str, np.ndarray]] = {}  # round -> org -> sealed update
+        self.ledger_grace_s = 60.0  # extra wait for ledger transactions in a trusted round
+        if spec.trust and hooks is None:
+            from matswarm.runtime.flower.trust import RelayHooks
+
+            self.hooks = RelayHooks(self)
 
     # -- status -------------------------------------------------------------------------------
     def _status(self, state: str, waiting: str = "") -> None:
@@ -303,13 +309,15 @@ class FlowerCoordinator:
         self._join(list(self.orgs.values()), t_end)
         missing = [o.name for o in self.orgs.values() if not o.joined]
         if missing:
-            raise OrgUnavailable(missing[0], "did not join")
+            why = self.refusals.get(missing[0], "no answer")
+            raise OrgUnavailable(missing[0], f"did not join: {why}")
 
     def _join(self, orgs: Iterable[OrgState], deadline: float) -> None:
         assert self.stats is not None
         reqs = {o.name: (o.node_id, "query.join", self._spec_payload(self.stats)) for o in orgs}
         for name, rep in self.link.cycle(reqs, deadline).items():
             if "error" in rep.config:
+                self.refusals[name] = str(rep.config["error"])
                 self.notify(f"[{self.spec.task}] {name} refused to join: {rep.config['error']}")
                 continue
             self.orgs[name].n_samples = int(rep.config["n_samples"])
@@ -412,6 +420,8 @@ class FlowerCoordinator:
                 self._drop(self.orgs[name], str(rep.config["error"]))
                 continue
             results[name] = decode_result(rep)
+            if "envelope" in rep.arrays:
+                self.envelopes.setdefault(round_, {})[name] = rep.arrays["envelope"]
         for o in orgs:
             if o.name not in got:
                 self._drop(o, f"no update before the round {round_} deadline")

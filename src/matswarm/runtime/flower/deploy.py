@@ -240,8 +240,11 @@ def supernode_argv(
 
 
 def flower_env() -> dict[str, str]:
-    """This process's environment with Flower telemetry and update checks off."""
-    return quiet_flower(dict(os.environ))
+    """This process's environment with Flower telemetry and update checks off, and SuperExec
+    polling for new tasks every 0.1 s instead of 1 s (unless set already)."""
+    env = quiet_flower(dict(os.environ))
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
+    return env
 
 
 # -- Control API ---------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ class _Joined:
     spec: TaskSpec
     node: object  # matswarm.protocol.OrgNode
     last_round: int = 0
+    agent: object = None  # matswarm.protocol.trusted.OrgAgent (trusted tasks)
+    latest: np.ndarray | None = None  # latest global model this node finalised itself
+    latest_round: int = 0
 
 
 def stats_payload(x_stats, y_stats) -> Payload:
@@ -54,7 +57,13 @@ def stats_payload(x_stats, y_stats) -> Payload:
 class OrgService:
     """The org's private state and its answers to the coordinator's requests."""
 
-    def __init__(self, org: str, data: str | Path, workdir: str | Path | None = None):
+    def __init__(
+        self,
+        org: str,
+        data: str | Path,
+        workdir: str | Path | None = None,
+        trust=None,  # NodeTrustConfig: this org's keystore, ledger and store
+    ):
         from matswarm.data import read_table
         from matswarm.runtime.inprocess import configure_torch
 
@@ -65,6 +74,20 @@ class OrgService:
         self.workdir = Path(workdir) if workdir else None
         self.tasks: dict[str, _Joined] = {}
         self.started = time.time()
+        self.trust_config = trust
+        self._trust = None
+
+    def trust(self):
+        from matswarm.runtime.flower.trust import NodeTrust
+
+        if self.trust_config is None:
+            raise NodeRefusal(
+                f"{self.org} has no ledger configuration (node start --identity/--ledger): "
+                "it takes no trusted task"
+            )
+        if self._trust is None:
+            self._trust = NodeTrust(self.org, self.trust_config)
+        return self._trust
 
     # -- dispatch -----------------------------------------------------------------------------
     def handle(self, kind: str, p: Payload) -> Payload:
@@ -139,7 +162,11 @@ class OrgService:
         algo = spec.make_algorithm()
         model = spec.make_model_spec().build(len(spec.schema["features"]), spec.seed)
         node = OrgNode(data, model, algo, spec.seed, spec.orgs.index(self.org))
-        self.tasks[spec.task] = _Joined(spec, node)
+        joined = _Joined(spec, node)
+        if spec.trust:
+            joined.latest = spec.initial_global()
+            joined.agent = self.trust().open_task(spec, joined.latest)
+        self.tasks[spec.task] = joined
         log.info("%s: joined task %s (%d rows)", self.org, spec.task, data.n)
         return Payload({"org": self.org, "n_samples": data.n})
 
@@ -153,9 +180,54 @@ class OrgService:
         ring_in = None
         if p.config.get("ring_in"):
             ring_in = RingMessage(p.opt_array("ring_stats"), p.opt_array("ring_params"))
-        res = joined.node.train(round_, p.array("start"), ring_in)  # type: ignore[attr-defined]
+        start = p.array("start")
+        if joined.agent is not None:
+            self._check_start(joined, round_, start)
+        res = joined.node.train(round_, start, ring_in)  # type: ignore[attr-defined]
         joined.last_round = round_
-        return encode_result(res)
+        out = encode_result(res)
+        if joined.agent is not None:
+            from matswarm.runtime.flower.trust import trusted_train
+
+            sealed = trusted_train(joined, joined.agent, round_, start, res)
+            out.config.update(sealed.config)
+            out.arrays.update(sealed.arrays)
+        return out
+
+    def _check_start(self, joined: _Joined, round_: int, start: np.ndarray) -> None:
+        """A round starts from the model this node finalised itself, or (after missed rounds)
+        from the one the ledger finalised: the relay cannot substitute another."""
+        from matswarm.protocol import vector_hash
+
+        agent = joined.agent
+        if round_ == joined.latest_round + 1:
+            expected = vector_hash(joined.latest)
+        else:
+            final = agent.ledger.round_info(agent.task_id, round_ - 1).final_hash  # type: ignore[attr-defined]
+            if final is None:
+                raise NodeRefusal(f"round {round_ - 1} is not final on the ledger")
+            expected = final.hex()
+        if vector_hash(start) != expected:
+            raise NodeRefusal(
+                f"the start model of round {round_} is not the finalised global "
+                f"({vector_hash(start)[:12]}… instead of {expected[:12]}…)"
+            )
+        joined.latest, joined.latest_round = start, round_ - 1
+
+    def _on_aggregate(self, p: Payload) -> Payload:
+        from matswarm.runtime.flower.trust import trusted_aggregate
+
+        joined = self.tasks.get(str(p.config["task"]))
+        if joined is None or joined.agent is None:
+            raise NodeRefusal(f"{self.org} has no trusted task {p.config['task']!r}")
+        round_ = int(p.config["round"])
+        if round_ != joined.latest_round + 1:
+            raise NodeRefusal(
+                f"aggregate for round {round_}, but this node is at round {joined.latest_round + 1}"
+            )
+        new_global, out = trusted_aggregate(joined.agent, round_, joined.latest, p)
+        joined.latest, joined.latest_round = new_global, round_
+        return out
 
     def _on_finish(self, p: Payload) -> Payload:
         from matswarm.protocol import vector_hash

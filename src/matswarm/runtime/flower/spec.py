@@ -65,6 +65,9 @@ class TaskSpec:
     quorum: int | None = None
     round_deadline_s: float = 60.0
     code: dict[str, str] = field(default_factory=code_hashes)
+    #: Trusted task: ``task_id`` (hex, on the ledger) and ``protocol_spec`` (the trust layer's
+    #: spec JSON whose hash the ledger records). Empty: no ledger.
+    trust: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.orgs or len(set(self.orgs)) != len(self.orgs):

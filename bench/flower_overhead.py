@@ -1,0 +1,219 @@
+"""Per-round overhead of the Flower runtime over the in-process runtime, on loopback.
+
+The demo task (perovskite paper split, or its synthetic stand-in when the data are absent; MLP;
+MatSwarm's ring by default) runs for ``--rounds`` rounds twice with the same seed: in this process
+(``RoundEngine`` over ``OrgNode``s) and deployed on 127.0.0.1 (SuperLink with TLS and SuperNode
+authentication, three ``matswarm node start`` processes, the run started through the Control
+API). Per-round wall time of the deployment is taken from the coordinator's status file (time
+between consecutive finalised rounds); the round hashes of both runs must be equal.
+
+    python bench/flower_overhead.py                      # matswarm (ring: 3 hops per round)
+    python bench/flower_overhead.py --algorithm fedavg   # one parallel step per round
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from matswarm.experiments.compare import load_data
+from matswarm.experiments.config import ExperimentConfig
+from matswarm.protocol import Aggregator, OrgNode, RoundEngine
+from matswarm.runtime import configure_torch
+from matswarm.runtime.flower.deploy import (
+    ControlClient,
+    flower_env,
+    free_port,
+    make_node_key,
+    make_tls,
+    superlink_argv,
+    wait_port,
+)
+from matswarm.runtime.flower.spec import TaskSpec
+
+CLI = [sys.executable, "-m", "matswarm.cli.main"]
+
+
+def demo_task(directory: Path, algorithm: str, rounds: int) -> tuple[TaskSpec, dict[str, Path]]:
+    cfg = ExperimentConfig.from_dict({"data": {"source": "perovskite"}}, source="bench")
+    ds, notice = load_data(cfg, allow_synthetic_fallback=True)
+    if notice:
+        print(f"NOTE: {notice}")
+    files = {}
+    for org in ds.orgs:  # each org's table, as its node would read it
+        df = pd.DataFrame(org.X, columns=list(ds.schema.features))
+        df[ds.schema.target] = org.y
+        files[org.name] = directory / f"{org.name}.parquet"
+        df.to_parquet(files[org.name])
+    schema = {
+        "target": ds.schema.target,
+        "unit": ds.schema.unit,
+        "features": list(ds.schema.features),
+    }
+    spec = TaskSpec(
+        task=f"bench-{algorithm}",
+        schema=schema,
+        orgs=tuple(files),
+        algorithm=algorithm,
+        model={"name": "mlp"},
+        seed=0,
+        rounds=rounds,
+        round_deadline_s=300,
+    )
+    return spec, files
+
+
+def inprocess(spec: TaskSpec, files: dict[str, Path]) -> tuple[list[float], list[str]]:
+    from matswarm.data import build_dataset, read_table
+
+    configure_torch()
+    ds = build_dataset(
+        {k: (read_table(p), str(p)) for k, p in files.items()},
+        spec.schema["target"],
+        unit=spec.schema["unit"],
+    )
+    algo, model = spec.make_algorithm(), spec.make_model_spec()
+    d = ds.schema.n_features
+    initial = model.build(d, spec.seed).get_flat()
+    nodes = [
+        OrgNode(o, model.build(d, spec.seed), algo, spec.seed, i)
+        for i, o in enumerate(ds.standardized_orgs())
+    ]
+    engine = RoundEngine(
+        spec.task, algo, Aggregator(algo, spec.make_rule(), list(files), initial), nodes, initial
+    )
+    times, hashes = [], []
+    for t in range(1, algo.rounds + 1):
+        t0 = time.perf_counter()
+        hashes.append(engine.run_round(t).global_hash)
+        times.append(time.perf_counter() - t0)
+    return times, hashes
+
+
+def deployed(
+    spec: TaskSpec, files: dict[str, Path], d: Path
+) -> tuple[list[float], list[str], float]:
+    env = flower_env()
+    env["FLWR_HOME"] = str(d / "flwr-home")
+    port = free_port()
+    tls = make_tls(d / "tls")
+    procs = [
+        subprocess.Popen(
+            superlink_argv("127.0.0.1", port, tls=tls),
+            env=env,
+            stdout=(d / "superlink.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+    ]
+    address = f"127.0.0.1:{port}"
+    try:
+        wait_port("127.0.0.1", port)
+        with ControlClient(address, tls.ca_cert) as cc:
+            keys = {}
+            for name in files:
+                keys[name], pub = make_node_key(d / "keys" / name)
+                cc.register_node(pub, name)
+        for name, path in files.items():
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *CLI,
+                        "node",
+                        "start",
+                        "--org",
+                        name,
+                        "--data",
+                        str(path),
+                        "--coordinator",
+                        address,
+                        "--root-cert",
+                        str(tls.ca_cert),
+                        "--key",
+                        str(keys[name]),
+                        "--workdir",
+                        str(d / name),
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        while not all((d / n / "node.json").exists() for n in files):
+            time.sleep(0.1)
+        status, result = d / "status.json", d / "result.json"
+        t_start = time.monotonic()
+        with ControlClient(address, tls.ca_cert) as cc:
+            run_id = cc.start_run(spec, status_file=str(status), result_file=str(result))
+            seen: list[float] = []
+            setup_done = None
+            while True:
+                try:
+                    st = json.loads(status.read_text())
+                except (OSError, ValueError):
+                    st = {"state": "", "rounds": []}
+                if setup_done is None and st.get("state") not in ("", "setup", "waiting"):
+                    setup_done = time.monotonic()
+                while len(seen) < len(st["rounds"]):
+                    seen.append(time.monotonic())
+                if st.get("state") in ("finished", "failed"):
+                    break
+                time.sleep(0.02)
+            final = cc.wait_run(run_id, 120)
+        if final != "finished:completed":
+            raise RuntimeError(f"run ended as {final}: {st.get('waiting_for')}")
+        res = json.loads(result.read_text())
+        times = [b - a for a, b in itertools.pairwise(seen)]
+        return times, [r["global_hash"] for r in res["rounds"]], seen[0] - t_start
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--algorithm", default="matswarm")
+    ap.add_argument("--rounds", type=int, default=6)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="matswarm-flower-bench-") as tmp:
+        d = Path(tmp)
+        spec, files = demo_task(d, args.algorithm, args.rounds)
+        local_t, local_h = inprocess(spec, files)
+        fl_t, fl_h, first = deployed(spec, files, d)
+    med_local = statistics.median(local_t[1:])
+    med_fl = statistics.median(fl_t)
+    print(
+        f"machine: {platform.node()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+        f"task {spec.task}: {len(spec.orgs)} orgs, {args.rounds} rounds"
+    )
+    print(f"round hashes equal: {local_h == fl_h}")
+
+    def show(ts: list[float]) -> str:
+        return ", ".join(f"{t:.2f}" for t in ts)
+
+    print(f"in-process  per round: median {med_local:.2f} s  ({show(local_t)})")
+    print(f"Flower      per round: median {med_fl:.2f} s  ({show(fl_t)})")
+    print(f"Flower setup until round 1 final (incl. run start, hello, join): {first:.1f} s")
+    print(f"overhead per round (median): {med_fl - med_local:.2f} s")
+    if local_h != fl_h:
+        raise SystemExit("round hashes differ")
+
+
+if __name__ == "__main__":
+    main()

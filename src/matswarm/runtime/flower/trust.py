@@ -1,0 +1,227 @@
+"""The trust layer across machines: each node runs its own
+:class:`~matswarm.protocol.trusted.OrgAgent` (its keys, its ledger account on the shared
+JSON-RPC chain, its own content-addressed store); the coordinator only relays envelopes.
+
+Per round, with a trusted task:
+
+* ``train``: the node trains, seals its update (signed, encrypted to the participants), stores
+  the envelope in *its* store, commits its hash and content id on the ledger with *its* account,
+  and returns the envelope bytes with the result;
+* ``aggregate``: the coordinator relays every envelope of the round to every node; each node puts
+  them in its own store (the content id is recomputed from the bytes, so a blob altered in
+  transit never matches the id committed on the ledger), closes the commit phase if the deadline
+  passed with orgs missing, verifies every commitment, aggregates with its own replica, and votes
+  the hash with its own account. The contract finalises at quorum.
+
+The coordinator (:class:`RelayHooks`) then takes the finalised hash from the nodes' answers and
+checks that its own aggregate (the model it relays as the next round's start) equals it; nodes
+check the start model of every round against their own (or, after missing rounds, the ledger's)
+finalised hash, so a relay can delay or drop, never forge.
+
+Node-side configuration (keystore, ledger URL and contract, chain id) is the org's own
+(``matswarm node start --identity ... --ledger ...``), never taken from the coordinator.
+Not supported yet: ring algorithms in trusted mode (ring intermediates would need sealing at the
+sender's node), and the simulated enclave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from matswarm.protocol import RoundHooks
+from matswarm.runtime.flower.codec import Payload
+from matswarm.runtime.flower.spec import SpecError, TaskSpec
+
+
+@dataclass(frozen=True)
+class NodeTrustConfig:
+    """An org's own trust settings (from its command line, never from the coordinator)."""
+
+    identity: Path  # encrypted keystore (passphrase: $MATSWARM_PASSPHRASE or prompt)
+    ledger_url: str
+    contract: str
+    chain_id: int
+    store: Path
+
+
+class NodeTrust:
+    """The node's ledger connection and per-task agents."""
+
+    def __init__(self, org: str, cfg: NodeTrustConfig):
+        from matswarm.ledger import Ledger
+        from matswarm.store import LocalStore
+        from matswarm.trust import OrgIdentity
+
+        self.identity = OrgIdentity.load(cfg.identity)
+        if self.identity.name != org:
+            raise SpecError(f"keystore {cfg.identity} is {self.identity.name!r}, not {org!r}")
+        self.ledger = Ledger.connect(
+            cfg.ledger_url, cfg.contract, self.identity.evm_account(), chain_id=cfg.chain_id
+        )
+        self.store = LocalStore(cfg.store)
+
+    def open_task(self, spec: TaskSpec, initial: np.ndarray):
+        """Check the task on the ledger against the spec and this installation; return the
+        org's :class:`OrgAgent` for it."""
+        from matswarm.protocol import Aggregator, vector_hash
+        from matswarm.protocol.spec import TaskSpec as ProtocolSpec
+        from matswarm.protocol.spec import aggregation_code_hash, training_code_hash
+        from matswarm.protocol.trusted import OrgAgent, directory_from_ledger
+
+        if spec.make_algorithm().ring:
+            raise SpecError("trusted tasks over Flower support parallel algorithms only (yet)")
+        ps = ProtocolSpec.from_json(spec.trust["protocol_spec"])
+        task_id = bytes.fromhex(str(spec.trust["task_id"]).removeprefix("0x"))
+        info = self.ledger.task_info(task_id)
+        problems = []
+        if info.spec_hash != ps.digest():
+            problems.append("the ledger's spec hash is not this spec's")
+        for what, onchain, pinned, mine in (
+            ("training", info.train_code_hash.hex(), ps.train_code_sha256, training_code_hash()),
+            ("aggregation", info.agg_code_hash.hex(), ps.agg_code_sha256, aggregation_code_hash()),
+        ):
+            if not onchain == pinned == mine:
+                problems.append(
+                    f"{what} code: ledger {onchain[:12]}…, spec {pinned[:12]}…, "
+                    f"installed {mine[:12]}…"
+                )
+        algo, ralgo = spec.make_algorithm(), ps.build_algorithm()
+        same = (
+            tuple(ps.participants) == tuple(spec.orgs)
+            and ps.algorithm == spec.algorithm
+            and algo.get_params() == ralgo.get_params()
+            and ps.rule == spec.rule
+            and ps.build_rule().describe() == spec.make_rule().describe()
+            and ps.seed == spec.seed
+            and ps.model_spec() == spec.make_model_spec()
+            and list(ps.schema.get("features", [])) == list(spec.schema["features"])
+        )
+        if not same:
+            problems.append("the relayed run spec differs from the task recorded on the ledger")
+        if vector_hash(initial) != ps.initial_model_sha256:
+            problems.append("the initial model is not the one the task pins")
+        directory = directory_from_ledger(self.ledger, info.participants)
+        if set(directory) != set(spec.orgs):
+            problems.append(f"ledger participants {sorted(directory)} are not {list(spec.orgs)}")
+        if problems:
+            raise SpecError("refusing the task: " + "; ".join(problems))
+        aggregator = Aggregator(algo, spec.make_rule(), list(spec.orgs), initial)
+        return OrgAgent(self.identity, self.ledger, self.store, ps, task_id, directory, aggregator)
+
+
+def trusted_train(joined, agent, round_: int, g: np.ndarray, res) -> Payload:
+    """Seal, store and commit this org's update; the envelope travels back with the result."""
+    from matswarm.protocol import Update
+
+    update = Update(
+        agent.task_hex, round_, agent.name, res.update_vector(g), res.n_samples, res.kind
+    )
+    cid = agent.publish(update)
+    blob = agent.store.get(cid)
+    return Payload({"cid": cid}, {"envelope": np.frombuffer(blob, dtype=np.uint8).copy()})
+
+
+def trusted_aggregate(
+    agent, round_: int, start: np.ndarray, p: Payload, max_wait_s: float = 600.0
+) -> tuple[np.ndarray, Payload]:
+    """Store the relayed envelopes (ids recomputed here), close the commit phase when its
+    deadline passed with orgs missing, verify, aggregate, vote; return the new global."""
+    from matswarm.ledger import LedgerError, RoundPhase
+    from matswarm.protocol import vector_hash
+
+    for name, arr in p.arrays.items():
+        if name.startswith("env_"):
+            agent.store.put(np.asarray(arr, dtype=np.uint8).tobytes())
+    info = agent.ledger.round_info(agent.task_id, round_)
+    end = time.monotonic() + max_wait_s
+    while info.phase is RoundPhase.COMMIT and time.monotonic() < end:
+        if agent.ledger.chain_time() > info.deadline:
+            with contextlib.suppress(LedgerError):  # another org may have closed it first
+                agent.ledger.close_round(agent.task_id, round_)
+        else:
+            time.sleep(0.5)
+        info = agent.ledger.round_info(agent.task_id, round_)
+    accepted = agent.collect(round_)  # reads and verifies the commitments itself
+    new_global = agent.aggregate_and_vote(round_, start, accepted)
+    final = agent.ledger.round_info(agent.task_id, round_).final_hash
+    out = Payload(
+        {
+            "org": agent.name,
+            "vote": vector_hash(new_global),
+            "final": final.hex() if final else "",
+            "accepted": ",".join(u.org for u in accepted),
+            "missing": ",".join(agent.name_of.get(a, a) for a in info.missing),
+        }
+    )
+    return new_global, out
+
+
+class RelayHooks(RoundHooks):
+    """Coordinator-side round hooks of a trusted task: relay envelopes, collect the nodes'
+    votes. Only ``finalise`` differs from the base (the coordinator verifies nothing itself:
+    it is untrusted; the nodes do)."""
+
+    def __init__(self, coordinator):
+        self.c = coordinator
+
+    def finalise(self, round_, previous_global, global_params, updates, aggregator) -> str:
+        from matswarm.protocol import vector_hash
+
+        c = self.c
+        envs = c.envelopes.pop(round_, {})
+        p = Payload(
+            {"task": c.spec.task, "round": round_},
+            {f"env_{c.spec.orgs.index(o)}": e for o, e in envs.items()},
+        )
+        orgs = [o for o in c.live() if o.name in envs]
+        deadline = time.monotonic() + c.spec.round_deadline_s + c.ledger_grace_s
+        replies = c.link.cycle(
+            {o.name: (o.node_id, "query.aggregate", p) for o in orgs}, deadline, group=str(round_)
+        )
+        finals = {
+            r.config["final"]
+            for r in replies.values()
+            if "error" not in r.config and r.config.get("final")
+        }
+        errors = {n: r.config["error"] for n, r in replies.items() if "error" in r.config}
+        mine = vector_hash(global_params)
+        if len(finals) != 1:
+            raise RuntimeError(
+                f"round {round_} not finalised on the ledger (votes: "
+                f"{ {n: str(r.config.get('vote', ''))[:12] for n, r in replies.items()} }, "
+                f"errors: {errors})"
+            )
+        final = finals.pop()
+        if final != mine:
+            raise RuntimeError(
+                f"round {round_}: the ledger finalised {final[:12]}…, the relay "
+                f"aggregated {mine[:12]}… (rejected updates?)"
+            )
+        return final
+
+
+def protocol_spec_for(spec: TaskSpec, **kw):
+    """The trust layer's task spec (what goes on the ledger) matching a runtime spec."""
+    from matswarm.protocol import vector_hash
+    from matswarm.protocol.spec import TaskSpec as ProtocolSpec
+
+    algo, rule = spec.make_algorithm(), spec.make_rule()
+    return ProtocolSpec.for_run(
+        spec.task,
+        list(spec.orgs),
+        spec.make_model_spec(),
+        algo,
+        rule,
+        spec.seed,
+        dict(spec.schema),
+        vector_hash(spec.initial_global()),
+        **kw,
+    )
+
+
+__all__ = ["NodeTrust", "NodeTrustConfig", "RelayHooks", "protocol_spec_for"]
