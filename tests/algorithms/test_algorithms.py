@@ -103,7 +103,7 @@ def test_matswarm_objective_terms():
     target = np.eye(3, dtype=np.float32)
     with_ring = algo.extra_loss(model.get_flat(), data, RingMessage(target))(model, u)
     diff = representation_covariance(u) - torch.from_numpy(target)
-    extra = 0.5 * float((diff**2).sum()) / (4 * 9) / 100
+    extra = 0.5 * float((diff**2).sum()) / (4 * 9)
     assert float(with_ring) - float(no_ring) == pytest.approx(extra, rel=1e-4)
 
 
