@@ -2,12 +2,15 @@
 
 One round = every participant commits an update, then every participant votes
 the global hash (the quorum-th vote finalises; later votes are still recorded).
-CPU is this process's CPU time spent inside ledger calls: signing, pre-flight
-``eth_call``, EVM execution, block persistence (SQLite) and event decoding.
+By default each phase's transactions go out as one batch (``Ledger.send_batch``:
+one block on the embedded chain), as the trust layer sends them; ``--one-by-one``
+sends (and mines) each transaction on its own. CPU is this process's CPU time spent
+inside ledger calls: signing, pre-flight ``eth_call``, EVM execution, block
+persistence (SQLite) and event decoding.
 
     python bench/ledger_gas.py                       # embedded, 3 and 15 orgs, 20 rounds
     python bench/ledger_gas.py --backend anvil       # needs $MATSWARM_ANVIL or anvil on PATH
-    python bench/ledger_gas.py --orgs 3 15 --rounds 50 --no-preflight
+    python bench/ledger_gas.py --orgs 3 15 --rounds 50 --no-preflight --one-by-one
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def _ledger(backend: str, workdir: Path, founder: object) -> Iterator[Ledger]:
             led.close()
 
 
-def run(n: int, rounds: int, backend: str, preflight: bool) -> dict[str, float]:
+def run(n: int, rounds: int, backend: str, preflight: bool, batch: bool = True) -> dict[str, float]:
     founder = Account.create()
     orgs = [Account.create() for _ in range(n)]
     with tempfile.TemporaryDirectory() as tmp, _ledger(backend, Path(tmp), founder) as led:
@@ -80,14 +83,18 @@ def run(n: int, rounds: int, backend: str, preflight: bool) -> dict[str, float]:
         views = [led.with_account(o) for o in orgs]
         gas_round, cpu_round, wall_round = [], [], []
         commit_gas, vote_gas, final_gas = [], [], []
+        head = led.chain.block_number()
         for r in range(1, rounds + 1):
             c0, w0, gas = time.process_time(), time.perf_counter(), 0
-            for i, v in enumerate(views):
-                res = v.commit_update(task, r, h(f"u{r}-{i}"), _cid(f"u{r}-{i}"))
+            commits = [
+                v.tx.commit_update(task, r, h(f"u{r}-{i}"), _cid(f"u{r}-{i}"))
+                for i, v in enumerate(views)
+            ]
+            for res in led.send_batch(commits) if batch else [led.send(c) for c in commits]:
                 gas += res.gas_used
                 commit_gas.append(res.gas_used)
-            for v in views:
-                res = v.vote_global(task, r, h(f"g{r}"))
+            votes = [v.tx.vote_global(task, r, h(f"g{r}")) for v in views]
+            for res in led.send_batch(votes) if batch else [led.send(c) for c in votes]:
                 gas += res.gas_used
                 (final_gas if res.event("RoundFinalized") else vote_gas).append(res.gas_used)
             cpu_round.append(time.process_time() - c0)
@@ -109,6 +116,7 @@ def run(n: int, rounds: int, backend: str, preflight: bool) -> dict[str, float]:
             "cpu_ms_per_tx": 1000 * statistics.median(cpu_round) / (2 * n),
             "wall_s_per_round": statistics.median(wall_round),
             "chain_mb": disk / 1e6,
+            "blocks_per_round": (led.chain.block_number() - head) / rounds,
         }
 
 
@@ -118,6 +126,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--backend", choices=["embedded", "anvil"], default="embedded")
     ap.add_argument("--no-preflight", action="store_true", help="skip the eth_call before sending")
+    ap.add_argument("--one-by-one", action="store_true", help="no batches: a block per transaction")
     args = ap.parse_args()
     try:
         import coincurve  # noqa: F401 - eth-keys uses it when present
@@ -126,17 +135,19 @@ def main() -> None:
     except ImportError:
         ecc = "pure-python"
     print(
-        f"backend={args.backend} preflight={not args.no_preflight} secp256k1={ecc} "
+        f"backend={args.backend} preflight={not args.no_preflight} "
+        f"batch={not args.one_by_one} secp256k1={ecc} "
         f"python={platform.python_version()} cpu={platform.processor() or platform.machine()} "
         f"ncpu={os.cpu_count()} load={os.getloadavg()[0]:.1f}"
     )
     cols = [
         "orgs", "rounds", "gas_per_round", "commit_gas", "vote_gas", "finalising_vote_gas",
-        "create_task_gas", "cpu_s_per_round", "cpu_ms_per_tx", "wall_s_per_round", "chain_mb",
+        "create_task_gas", "cpu_s_per_round", "cpu_ms_per_tx", "wall_s_per_round",
+        "blocks_per_round", "chain_mb",
     ]  # fmt: skip
     print(" | ".join(cols))
     for n in args.orgs:
-        res = run(n, args.rounds, args.backend, not args.no_preflight)
+        res = run(n, args.rounds, args.backend, not args.no_preflight, not args.one_by_one)
         print(
             " | ".join(
                 f"{res[c]:.0f}" if "gas" in c or c in ("orgs", "rounds") else f"{res[c]:.3f}"

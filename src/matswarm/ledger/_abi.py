@@ -9,6 +9,7 @@ addresses checksummed, ``bytes32`` as bytes, arrays as lists.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -18,6 +19,17 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
 from .compile import load_artifact
+
+_cached_checksum = functools.lru_cache(maxsize=4096)(to_checksum_address)
+
+
+def checksum(address: Any) -> str:
+    """``eth_utils.to_checksum_address``, remembered: it hashes (keccak) on every call, and
+    the ledger checksums the same few dozen addresses over and over."""
+    try:
+        return _cached_checksum(address)
+    except TypeError:  # unhashable input (a bytearray): no caching
+        return to_checksum_address(address)
 
 
 def _type(item: dict[str, Any]) -> str:
@@ -48,7 +60,7 @@ class EventAbi:
 
 def _normalise(abi_type: str, value: Any) -> Any:
     if abi_type == "address":
-        return to_checksum_address(value)
+        return checksum(value)
     if abi_type.endswith("]"):
         inner = abi_type[: abi_type.rindex("[")]
         return [_normalise(inner, v) for v in value]

@@ -19,13 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eth_utils import to_canonical_address, to_checksum_address
+from eth_utils import to_canonical_address
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.datastructures import AttributeDict
 from web3.exceptions import TimeExhausted, Web3RPCError
 from web3.types import LogReceipt, TxReceipt
 
+from ._abi import checksum
 from ._kv import SqliteAtomicDB, SqliteKV
 from .errors import ContractRevert, LedgerError, LedgerLocked, TransactionRejected
 
@@ -76,7 +77,7 @@ class Chain(ABC):
 
     def next_nonce(self, address: str) -> int:
         """The nonce the next transaction of ``address`` must carry (pending state)."""
-        return int(self.w3.eth.get_transaction_count(to_checksum_address(address), "pending"))
+        return int(self.w3.eth.get_transaction_count(checksum(address), "pending"))
 
     def call(self, sender: str, to: str, data: bytes, block: str | int = "latest") -> bytes:
         """``eth_call``: execute without a transaction on the state after ``block``; the
@@ -86,8 +87,8 @@ class Chain(ABC):
         try:
             out = self.w3.eth.call(
                 {
-                    "from": to_checksum_address(sender),
-                    "to": to_checksum_address(to),
+                    "from": checksum(sender),
+                    "to": checksum(to),
                     "data": HexBytes(data),
                     "value": 0,
                     "gas": CALL_GAS,
@@ -173,7 +174,7 @@ def _log_dict(
     """A py-evm log entry as web3 returns it from a node."""
     return AttributeDict(
         {
-            "address": to_checksum_address(log.address),
+            "address": checksum(log.address),
             "topics": [HexBytes(t.to_bytes(32, "big")) for t in log.topics],
             "data": HexBytes(log.data),
             "blockNumber": number,
@@ -255,7 +256,7 @@ class EmbeddedChain(Chain):
         endpoints["eth"]["chainId"] = static_return(self._chain_id)
         self.w3 = Web3(EthereumTesterProvider(self._tester, api_endpoints=endpoints))
         # eth-tester needs a sender even for eth_call; gas is free, any address will do.
-        self.w3.eth.default_account = to_checksum_address(b"\x00" * 20)
+        self.w3.eth.default_account = checksum(b"\x00" * 20)
 
     def _genesis(self, cls: Any, db: SqliteAtomicDB) -> Any:
         from eth.constants import BLANK_ROOT_HASH
@@ -378,12 +379,10 @@ class EmbeddedChain(Chain):
             "transactionIndex": tx_index,
             "blockHash": HexBytes(block.hash),
             "blockNumber": block.number,
-            "from": to_checksum_address(tx.sender),
-            "to": to_checksum_address(tx.to) if tx.to else None,
+            "from": checksum(tx.sender),
+            "to": checksum(tx.to) if tx.to else None,
             "contractAddress": (
-                None
-                if tx.to
-                else to_checksum_address(generate_contract_address(tx.sender, tx.nonce))
+                None if tx.to else checksum(generate_contract_address(tx.sender, tx.nonce))
             ),
             "cumulativeGasUsed": receipt.gas_used,
             "gasUsed": receipt.gas_used - gas_before,
@@ -570,7 +569,7 @@ class RpcChain(Chain):
             end = min(to_block, start + self.log_chunk - 1)
             out.extend(
                 self.w3.eth.get_logs(
-                    {"address": to_checksum_address(address), "fromBlock": start, "toBlock": end}
+                    {"address": checksum(address), "fromBlock": start, "toBlock": end}
                 )
             )
             start = end + 1
@@ -583,8 +582,6 @@ class RpcChain(Chain):
 
     def fund(self, address: str, wei: int = 10**21) -> None:
         """Give ``address`` a balance on a development node (``anvil_setBalance``)."""
-        resp = self.w3.provider.make_request(
-            "anvil_setBalance", [to_checksum_address(address), hex(wei)]
-        )
+        resp = self.w3.provider.make_request("anvil_setBalance", [checksum(address), hex(wei)])
         if "error" in resp:
             raise LedgerError(f"cannot fund {address}: {resp['error']}")

@@ -15,12 +15,11 @@ from typing import Any
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3.contract import Contract
 from web3.types import TxReceipt
 
-from ._abi import contract_abi
+from ._abi import checksum, contract_abi
 from .chains import Chain, EmbeddedChain, RpcChain
 from .compile import load_artifact
 from .errors import BatchError, ChainIdMismatch, ContractRevert, LedgerError
@@ -203,17 +202,17 @@ class Calls:
     ) -> TxCall:
         return self._call(
             "proposeAdmission",
-            to_checksum_address(candidate),
+            checksum(candidate),
             _b32(ed25519, "ed25519"),
             _b32(x25519, "x25519"),
             _text(metadata, MAX_META, "metadata"),
         )
 
     def vote_admission(self, candidate: str) -> TxCall:
-        return self._call("voteAdmission", to_checksum_address(candidate))
+        return self._call("voteAdmission", checksum(candidate))
 
     def withdraw_admission(self, candidate: str) -> TxCall:
-        return self._call("withdrawAdmission", to_checksum_address(candidate))
+        return self._call("withdrawAdmission", checksum(candidate))
 
     def create_task(
         self,
@@ -226,7 +225,7 @@ class Calls:
         round_duration_s: int,
         quorum: int | None = None,
     ) -> TxCall:
-        parts = [to_checksum_address(p) for p in participants]
+        parts = [checksum(p) for p in participants]
         q = default_quorum(len(parts)) if quorum is None else int(quorum)
         return self._call(
             "createTask",
@@ -263,7 +262,7 @@ class Calls:
             "recordRejection",
             _b32(task_id, "task_id"),
             int(round),
-            to_checksum_address(org),
+            checksum(org),
             _text(reason, MAX_REASON, "reason"),
         )
 
@@ -318,7 +317,7 @@ class Ledger:
         _shared: tuple[EventIndex, threading.RLock] | None = None,
     ) -> None:
         self.chain = chain
-        self.address = to_checksum_address(address)
+        self.address = checksum(address)
         self.account = None if account is None else _as_account(account)
         self.expected_chain_id = chain.chain_id if chain_id is None else int(chain_id)
         self.preflight = preflight
@@ -351,7 +350,7 @@ class Ledger:
     ) -> Ledger:
         """Deploy a new SwarmLedger whose founding orgs are ``founders`` (default: the deployer)."""
         acct = _as_account(account)
-        founders = [to_checksum_address(f) for f in (founders or [acct.address])]
+        founders = [checksum(f) for f in (founders or [acct.address])]
         expected = chain.chain_id if chain_id is None else chain_id
         if chain.chain_id != expected:
             raise ChainIdMismatch(expected, chain.chain_id)
@@ -652,7 +651,7 @@ class Ledger:
         return "reverted (reason unavailable)"
 
     def _decode(self, log: Any) -> LedgerEvent | None:
-        if to_checksum_address(log["address"]) != self.address:
+        if checksum(log["address"]) != self.address:
             return None
         decoded = self._abi.decode_event(log["topics"], log["data"])
         if decoded is None:
@@ -704,16 +703,16 @@ class Ledger:
         return self.send(self.tx.withdraw_admission(candidate))
 
     def is_admitted(self, org: str) -> bool:
-        return bool(self._view("isAdmitted", to_checksum_address(org)))
+        return bool(self._view("isAdmitted", checksum(org)))
 
     def org_info(self, org: str) -> OrgInfo:
-        ed, xk, meta, admitted, founder, at = self._view("getOrg", to_checksum_address(org))
-        return OrgInfo(to_checksum_address(org), bytes(ed), bytes(xk), meta, admitted, founder, at)
+        ed, xk, meta, admitted, founder, at = self._view("getOrg", checksum(org))
+        return OrgInfo(checksum(org), bytes(ed), bytes(xk), meta, admitted, founder, at)
 
     def members(self) -> list[str]:
         """Admitted orgs in admission order."""
         n = self._view("memberCount")
-        return [to_checksum_address(self._view("memberAt", i)) for i in range(n)]
+        return [checksum(self._view("memberAt", i)) for i in range(n)]
 
     # ------------------------------------------------------------------ tasks
 
@@ -755,10 +754,10 @@ class Ledger:
         t = self._view("getTask", tid)
         if t[9] == 0:
             raise LedgerError(f"unknown task {HexBytes(tid).to_0x_hex()}")
-        parts = tuple(to_checksum_address(p) for p in self._view("getParticipants", tid))
+        parts = tuple(checksum(p) for p in self._view("getParticipants", tid))
         return TaskInfo(
             task_id=tid,
-            issuer=to_checksum_address(t[0]),
+            issuer=checksum(t[0]),
             participants=parts,
             spec_hash=bytes(t[1]),
             train_code_hash=bytes(t[2]),
@@ -820,7 +819,7 @@ class Ledger:
             votes=votes,
             vote_txs=vote_txs,
             final_hash=_opt(final),
-            missing=tuple(to_checksum_address(m) for m in missing),
+            missing=tuple(checksum(m) for m in missing),
         )
 
     def commitments(self, task_id: HashLike, round: int) -> dict[str, Commitment]:
@@ -842,7 +841,7 @@ class Ledger:
         votes: dict[str, bytes] = {}
         vote_txs: dict[str, str] = {}
         for e in self._index.query(task=HexBytes(tid).to_0x_hex(), names=names, round=round):
-            org = to_checksum_address(e.args["org"])
+            org = checksum(e.args["org"])
             if e.name == "UpdateCommitted":
                 commitments[org] = Commitment(
                     org,
