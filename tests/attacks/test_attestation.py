@@ -123,8 +123,8 @@ def test_ledger_log_adapter_calls_record_rejection():
 
     log = LedgerRejectionLog(FakeLedger(), "0x" + "ab" * 32, {"org1": "0x" + "11" * 20})
     log.record(Rejection("t1", 3, "org1", "output_mismatch"))
-    # engine round 3 is the contract's (0-based) round 2
-    assert calls == [("0x" + "ab" * 32, 2, "0x" + "11" * 20, "output_mismatch")]
+    # engine and contract both number rounds from 1
+    assert calls == [("0x" + "ab" * 32, 3, "0x" + "11" * 20, "output_mismatch")]
 
 
 def test_hooks_type_is_a_round_hooks(small_synthetic):

@@ -160,25 +160,22 @@ class JsonlRejectionLog:
 class LedgerRejectionLog:
     """Records rejections on the ledger via ``ledger.record_rejection(task_id, round, org_address,
     reason)``; ``task_id`` is the task's ledger id and ``addresses`` maps org name to its EVM
-    address (as registered on the ledger). The engine numbers rounds from 1, the SwarmLedger
-    contract from 0 (as :mod:`matswarm.protocol.trusted` does): ``round_offset`` = -1 maps them.
+    address (as registered on the ledger). The engine and the SwarmLedger contract both number
+    rounds from 1.
 
     The contract accepts a rejection only from a task participant, about a participant, in a round
     that is open on the ledger; with the full trust layer the quote would travel inside the
     signed envelope and be checked in the org agent's verify step (not wired here)."""
 
-    def __init__(
-        self, ledger: Any, task_id: Any, addresses: Mapping[str, str], round_offset: int = -1
-    ):
+    def __init__(self, ledger: Any, task_id: Any, addresses: Mapping[str, str]):
         self.ledger = ledger
         self.task_id = task_id
         self.addresses = dict(addresses)
-        self.round_offset = round_offset
 
     def record(self, rejection: Rejection) -> None:
         self.ledger.record_rejection(
             self.task_id,
-            rejection.round + self.round_offset,
+            rejection.round,
             self.addresses[rejection.org],
             rejection.reason,
         )
