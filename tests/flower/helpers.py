@@ -40,3 +40,46 @@ def inprocess_hashes(files, spec: TaskSpec) -> list[str]:
         spec.seed,
     )
     return [r.global_hash for r in run.history]
+
+
+def make_consortium(names, directory: Path, node_url: str, passphrase: str = "test-pass"):
+    """Deploy the contract on the chain at ``node_url``, register ``names`` (all founders),
+    write their keystores. Returns ``(ledger, identities, keystores)``."""
+    from matswarm.ledger import Ledger, RpcChain
+    from matswarm.protocol.trusted import org_metadata
+    from matswarm.trust import OrgIdentity
+
+    chain = RpcChain(node_url)
+    ids = {n: OrgIdentity.generate(n) for n in names}
+    for ident in ids.values():
+        chain.fund(ident.evm_address)  # anvil charges gas
+    ledger = Ledger.deploy(
+        chain, ids[names[0]].evm_account(), [i.evm_address for i in ids.values()]
+    )
+    keystores = {}
+    for name, ident in ids.items():
+        pub = ident.public
+        ledger.with_account(ident.evm_account()).register_org(
+            bytes.fromhex(pub.ed25519), bytes.fromhex(pub.x25519), org_metadata(pub)
+        )
+        keystores[name] = ident.save(directory / f"{name}.keystore", passphrase, scrypt_n=2**14)
+    return ledger, ids, keystores
+
+
+def trusted_spec(ledger, ids, spec: TaskSpec, round_duration_s: int = 120):
+    """Create ``spec``'s task on the ledger (issuer: the first org); the spec to relay."""
+    import dataclasses
+
+    from matswarm.runtime.flower.trust import protocol_spec_for
+
+    ps = protocol_spec_for(spec, round_duration_s=round_duration_s)
+    task_id = ledger.with_account(ids[spec.orgs[0]].evm_account()).create_task(
+        [ids[n].evm_address for n in spec.orgs],
+        spec_hash=ps.digest(),
+        train_code_hash=bytes.fromhex(ps.train_code_sha256),
+        agg_code_hash=bytes.fromhex(ps.agg_code_sha256),
+        rounds=ps.rounds,
+        round_duration_s=ps.round_duration_s,
+    )
+    trust = {"task_id": task_id.hex(), "protocol_spec": ps.to_json().decode()}
+    return dataclasses.replace(spec, trust=trust), task_id

@@ -8,16 +8,14 @@ import dataclasses
 import os
 
 import pytest
-from tests.flower.helpers import inprocess_hashes, make_spec
+from tests.flower.helpers import inprocess_hashes, make_consortium, make_spec, trusted_spec
 
-from matswarm.ledger import Ledger, RpcChain
 from matswarm.ledger.anvil import ANVIL_ENV, AnvilNode, find_anvil
-from matswarm.protocol.trusted import org_metadata
 from matswarm.runtime.flower.coordinator import OrgUnavailable
-from matswarm.runtime.flower.localgrid import run_inprocess
+from matswarm.runtime.flower.localgrid import InProcessCluster, run_inprocess
 from matswarm.runtime.flower.node import OrgService
-from matswarm.runtime.flower.trust import NodeTrustConfig, protocol_spec_for
-from matswarm.trust import PASSPHRASE_ENV, OrgIdentity
+from matswarm.runtime.flower.trust import NodeTrustConfig
+from matswarm.trust import PASSPHRASE_ENV
 
 pytestmark = pytest.mark.skipif(
     find_anvil() is None and not os.environ.get(ANVIL_ENV),
@@ -31,36 +29,13 @@ def consortium(org_files, tmp_path_factory):
     """Anvil (stopped by PID), a deployed contract, three registered orgs with keystores."""
     d = tmp_path_factory.mktemp("consortium")
     with AnvilNode(chain_id=CHAIN_ID) as node:
-        chain = RpcChain(node.url)
-        ids = {n: OrgIdentity.generate(n) for n in org_files}
-        for ident in ids.values():
-            chain.fund(ident.evm_address)
-        founder = ids["org1"].evm_account()
-        ledger = Ledger.deploy(chain, founder, [i.evm_address for i in ids.values()])
-        keystores = {}
-        for name, ident in ids.items():
-            pub = ident.public
-            ledger.with_account(ident.evm_account()).register_org(
-                bytes.fromhex(pub.ed25519), bytes.fromhex(pub.x25519), org_metadata(pub)
-            )
-            keystores[name] = ident.save(d / f"{name}.keystore", "test-pass", scrypt_n=2**14)
+        ledger, ids, keystores = make_consortium(list(org_files), d, node.url)
         yield {"node": node, "ledger": ledger, "ids": ids, "keystores": keystores, "dir": d}
         ledger.close()
 
 
-def _trusted_spec(consortium, spec):
-    ps = protocol_spec_for(spec, round_duration_s=120)
-    ids = consortium["ids"]
-    task_id = consortium["ledger"].create_task(
-        [ids[n].evm_address for n in spec.orgs],
-        spec_hash=ps.digest(),
-        train_code_hash=bytes.fromhex(ps.train_code_sha256),
-        agg_code_hash=bytes.fromhex(ps.agg_code_sha256),
-        rounds=ps.rounds,
-        round_duration_s=ps.round_duration_s,
-    )
-    trust = {"task_id": task_id.hex(), "protocol_spec": ps.to_json().decode()}
-    return dataclasses.replace(spec, trust=trust), task_id
+def _trusted_spec(consortium, spec, round_duration_s: int = 120):
+    return trusted_spec(consortium["ledger"], consortium["ids"], spec, round_duration_s)
 
 
 def _services(consortium, files, tmp_path):
@@ -106,3 +81,22 @@ def test_node_refuses_trusted_task_whose_spec_differs_from_the_ledger(
         run_inprocess(
             tampered, _services(consortium, org_files, tmp_path), tmp_path, join_timeout_s=30
         )
+
+
+def test_trusted_dropout_is_recorded_on_the_ledger(consortium, org_files, tmp_path, monkeypatch):
+    monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
+    spec = make_spec(org_files, "fedavg", task="trusted-dropout", round_deadline_s=2.0)
+    spec, task_id = _trusted_spec(consortium, spec, round_duration_s=6)
+    with InProcessCluster(_services(consortium, org_files, tmp_path), tmp_path) as cluster:
+
+        def notify(line: str) -> None:
+            if "round 1 of 3 final" in line:
+                cluster.grid.disconnect(cluster.node_ids["org3"])
+
+        result = cluster.coordinator(spec, notify=notify).run()
+    assert result.dropouts == {2: ["org3"], 3: ["org3"]}
+    org3 = consortium["ids"]["org3"].evm_address
+    for r, h in enumerate(result.hashes, start=1):
+        info = consortium["ledger"].round_info(task_id, r)
+        assert info.final_hash.hex() == h
+        assert info.missing == (() if r == 1 else (org3,))

@@ -76,8 +76,23 @@ def node_start(
         "matswarm-node"
     ),
     insecure: Annotated[bool, typer.Option(help="No TLS (tests on one machine only).")] = False,
+    identity: Annotated[
+        Path | None,
+        typer.Option(help="Trusted tasks: the org's keystore (passphrase: $MATSWARM_PASSPHRASE)."),
+    ] = None,
+    ledger: Annotated[
+        str | None, typer.Option(help="Trusted tasks: this org's ledger JSON-RPC URL.")
+    ] = None,
+    contract: Annotated[
+        str | None, typer.Option(help="Trusted tasks: the consortium's SwarmLedger address.")
+    ] = None,
+    chain_id: Annotated[int | None, typer.Option(help="Trusted tasks: the chain id.")] = None,
 ) -> None:
-    """Run the org's long-lived node and its Flower SuperNode until stopped (Ctrl-C)."""
+    """Run the org's long-lived node and its Flower SuperNode until stopped (Ctrl-C).
+
+    With --identity/--ledger/--contract/--chain-id the node takes trusted tasks: it signs,
+    commits and votes with its own keys on the ledger and keeps its own artifact store
+    (WORKDIR/store)."""
     _flower()
     from matswarm.runtime.flower.nodeproc import run_node
 
@@ -85,9 +100,23 @@ def node_start(
         fail("--root-cert is required (or --insecure for a local test)")
     if not data.exists():
         fail(f"{data}: file not found")
+    trust = None
+    trust_opts = (identity, ledger, contract, chain_id)
+    if any(o is not None for o in trust_opts):
+        if any(o is None for o in trust_opts):
+            fail("--identity, --ledger, --contract and --chain-id go together")
+        from matswarm.runtime.flower.trust import NodeTrustConfig
+
+        trust = NodeTrustConfig(identity, ledger, contract, chain_id, workdir / "store")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     code = run_node(
-        org, data, coordinator, workdir, root_cert=None if insecure else root_cert, auth_key=key
+        org,
+        data,
+        coordinator,
+        workdir,
+        root_cert=None if insecure else root_cert,
+        auth_key=key,
+        trust=trust,
     )
     if code == 305:  # Flower's "failed to activate SuperNode" (exit statuses stop at 255)
         fail(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,10 @@ from matswarm.runtime.flower.codec import Payload
 from matswarm.runtime.flower.spec import SpecError, TaskSpec, code_hashes
 
 log = logging.getLogger("matswarm.node")
+
+# Several org services share one process in tests (InProcessCluster); building a model seeds
+# torch's process-global generator, so builds must not interleave.
+_TORCH_SEED_LOCK = threading.Lock()
 
 
 class NodeRefusal(RuntimeError):
@@ -99,6 +104,11 @@ class OrgService:
         except (NodeRefusal, SpecError, ValueError) as exc:
             log.warning("%s: refused %s: %s", self.org, kind, exc)
             return Payload({"error": str(exc), "org": self.org})
+        except Exception as exc:  # reported to the coordinator instead of a silent timeout
+            log.exception("%s: %s failed", self.org, kind)
+            return Payload(
+                {"error": f"{kind} failed: {type(exc).__name__}: {exc}", "org": self.org}
+            )
 
     def _spec(self, p: Payload) -> TaskSpec:
         spec = TaskSpec.from_json(str(p.config["spec"]))
@@ -160,11 +170,13 @@ class OrgService:
         std = Standardizer.from_stats(MomentStats.combine(xs), MomentStats.combine(ys))
         data = StandardizedOrg(self.org, std.transform_x(X), std.transform_y(y))
         algo = spec.make_algorithm()
-        model = spec.make_model_spec().build(len(spec.schema["features"]), spec.seed)
+        with _TORCH_SEED_LOCK:  # model init seeds torch's global generator
+            model = spec.make_model_spec().build(len(spec.schema["features"]), spec.seed)
+            initial = spec.initial_global()
         node = OrgNode(data, model, algo, spec.seed, spec.orgs.index(self.org))
         joined = _Joined(spec, node)
         if spec.trust:
-            joined.latest = spec.initial_global()
+            joined.latest = initial
             joined.agent = self.trust().open_task(spec, joined.latest)
         self.tasks[spec.task] = joined
         log.info("%s: joined task %s (%d rows)", self.org, spec.task, data.n)

@@ -33,10 +33,11 @@ def run_node(
     *,
     root_cert: str | Path | None,
     auth_key: str | Path | None,
+    trust=None,  # NodeTrustConfig (keystore, ledger URL/contract/chain id, store)
 ) -> int:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    service = OrgService(org, data, workdir=workdir)
+    service = OrgService(org, data, workdir=workdir, trust=trust)
     server = ChannelServer(service.handle).start()
     endpoint = server.endpoint.write(workdir / "endpoint.json")
     argv = supernode_argv(
