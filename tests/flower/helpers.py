@@ -68,9 +68,7 @@ def make_consortium(names, directory: Path, node_url: str, passphrase: str = "te
 
 def trusted_spec(ledger, ids, spec: TaskSpec, round_duration_s: int = 120):
     """Create ``spec``'s task on the ledger (issuer: the first org); the spec to relay."""
-    import dataclasses
-
-    from matswarm.runtime.flower.trust import protocol_spec_for
+    from matswarm.runtime.flower.trust import protocol_spec_for, runtime_spec_from_protocol
 
     ps = protocol_spec_for(spec, round_duration_s=round_duration_s)
     task_id = ledger.with_account(ids[spec.orgs[0]].evm_account()).create_task(
@@ -81,5 +79,12 @@ def trusted_spec(ledger, ids, spec: TaskSpec, round_duration_s: int = 120):
         rounds=ps.rounds,
         round_duration_s=ps.round_duration_s,
     )
-    trust = {"task_id": task_id.hex(), "protocol_spec": ps.to_json().decode()}
-    return dataclasses.replace(spec, trust=trust), task_id
+    # What `matswarm task spec --protocol-spec ... --task-id ...` writes for the relay.
+    relayed = runtime_spec_from_protocol(
+        ps.to_json(),
+        "0x" + task_id.hex(),
+        round_deadline_s=spec.round_deadline_s,
+        quorum=spec.quorum,
+    )
+    assert relayed.make_algorithm().get_params() == spec.make_algorithm().get_params()
+    return relayed, task_id

@@ -1,6 +1,8 @@
 """End to end on 127.0.0.1: a SuperLink with TLS and SuperNode authentication, three org nodes
 (`matswarm node start`, each a long-lived node process plus its SuperNode), tasks started with
-`matswarm task run` through the Control API. Every process is started here and stopped by PID."""
+`matswarm task run` through the Control API; the ledger on an anvil node when one is installed
+(CI installs it), every org committing and voting with its own account. Every process is
+started here and stopped by PID."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import sys
 import time
 
 import pytest
-from tests.flower.helpers import inprocess_hashes, make_spec
+from tests.flower.helpers import inprocess_hashes, make_consortium, make_spec, trusted_spec
 
 from matswarm.cli.deploy import NODE_REFUSED
+from matswarm.ledger.anvil import ANVIL_ENV, AnvilNode, find_anvil
 from matswarm.runtime.flower.deploy import ControlClient, free_port, make_node_key, wait_port
 
 pytestmark = pytest.mark.slow
@@ -54,7 +57,27 @@ def cluster(org_files, tmp_path_factory):
     address = f"127.0.0.1:{port}"
     ca = d / "coord" / "tls" / "ca.crt"
     nodes: dict[str, dict] = {}
+    anvil = None
+    ledger = ids = None
+    trust_args: dict[str, list[str]] = {name: [] for name in org_files}
     try:
+        if find_anvil() is not None or os.environ.get(ANVIL_ENV):
+            # The shared ledger: a real JSON-RPC chain (anvil, stopped by PID), every org
+            # with its own keystore and account; nodes commit and vote themselves.
+            anvil = AnvilNode(chain_id=31337).start()
+            ledger, ids, keystores = make_consortium(list(org_files), d, anvil.url)
+            env["MATSWARM_PASSPHRASE"] = "test-pass"
+            for name in org_files:
+                trust_args[name] = [
+                    "--identity",
+                    str(keystores[name]),
+                    "--ledger",
+                    anvil.url,
+                    "--contract",
+                    ledger.address,
+                    "--chain-id",
+                    "31337",
+                ]
         wait_port("127.0.0.1", port, timeout=60)
         keys = {name: make_node_key(d / "keys" / name) for name in org_files}
         # One registration through the CLI, the others through the same Control API call.
@@ -100,6 +123,7 @@ def cluster(org_files, tmp_path_factory):
                     str(keys[name][0]),
                     "--workdir",
                     str(wd),
+                    *trust_args[name],
                 ],
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -139,6 +163,8 @@ def cluster(org_files, tmp_path_factory):
             time.sleep(0.2)
         yield {
             "intruder": intruder,
+            "ledger": ledger,
+            "ids": ids,
             "address": address,
             "ca": ca,
             "dir": d,
@@ -149,6 +175,10 @@ def cluster(org_files, tmp_path_factory):
     finally:
         for p in reversed(procs):
             _stop(p)
+        if ledger is not None:
+            ledger.close()
+        if anvil is not None:
+            anvil.stop()
 
 
 def _task_run(cluster, spec, name: str, timeout: float = 240) -> subprocess.Popen:
@@ -184,6 +214,9 @@ def test_unregistered_node_is_refused(cluster):
 def test_three_rounds_over_tls_match_inprocess(cluster, org_files):
     spec = make_spec(org_files, "fedavg", task="deploy-fedavg", round_deadline_s=60)
     expected = inprocess_hashes(org_files, spec)
+    task_id = None
+    if cluster["ledger"] is not None:  # CI: always (anvil is installed there)
+        spec, task_id = trusted_spec(cluster["ledger"], cluster["ids"], spec)
     proc = _task_run(cluster, spec, "deploy-fedavg")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
@@ -194,6 +227,11 @@ def test_three_rounds_over_tls_match_inprocess(cluster, org_files):
     for n in cluster["nodes"].values():
         meta = json.loads((n["workdir"] / "models" / "deploy-fedavg-global.json").read_text())
         assert meta["sha256"] == result["final_hash"] == expected[-1]
+    if task_id is not None:  # finalised on the ledger by the nodes' own votes
+        for r, h in enumerate(expected, start=1):
+            info = cluster["ledger"].round_info(task_id, r)
+            assert info.final_hash.hex() == h
+            assert len(info.votes) == 3 and len(info.commitments) == 3
 
 
 def test_killed_node_is_a_recorded_dropout_and_the_task_finishes(cluster, org_files):

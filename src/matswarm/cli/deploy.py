@@ -218,11 +218,14 @@ def register_node(
 # -- task ----------------------------------------------------------------------------------------
 @task_app.command("spec")
 def task_spec(
-    name: Annotated[str, typer.Argument(help="Task name.")],
-    orgs: Annotated[str, typer.Option(help="Comma-separated org names, in ring order.")],
+    name: Annotated[str, typer.Argument(help="Task name (ignored with --protocol-spec).")],
+    orgs: Annotated[
+        str | None, typer.Option(help="Comma-separated org names, in ring order.")
+    ] = None,
     schema_from: Annotated[
-        Path, typer.Option(help="A table (e.g. a header-only CSV) whose columns define features.")
-    ],
+        Path | None,
+        typer.Option(help="A table (e.g. a header-only CSV) whose columns define features."),
+    ] = None,
     target: Annotated[str, typer.Option(help="Target column.")] = "e_form",
     unit: Annotated[str, typer.Option(help="Target unit.")] = "eV/atom",
     algorithm: Annotated[str, typer.Option(help="fedavg, fedprox, matswarm, ...")] = "matswarm",
@@ -231,35 +234,54 @@ def task_spec(
     seed: Annotated[int, typer.Option()] = 0,
     deadline: Annotated[float, typer.Option(help="Round deadline, seconds.")] = 120.0,
     quorum: Annotated[int | None, typer.Option(help="Default: ceil(2n/3).")] = None,
+    protocol_spec: Annotated[
+        Path | None,
+        typer.Option(help="Trusted task: the spec JSON `matswarm task create` put on the ledger."),
+    ] = None,
+    task_id: Annotated[
+        str | None, typer.Option(help="Trusted task: its ledger task id (0x...).")
+    ] = None,
     out: Annotated[Path, typer.Option("-o", "--out")] = Path("task.json"),
 ) -> None:
-    """Write a task spec (JSON) pinned to this installation's code hashes."""
+    """Write a run spec (JSON) pinned to this installation's code hashes: from options, or
+    for a trusted task from the spec recorded on the ledger (--protocol-spec, --task-id)."""
     from matswarm.data import DataError, TaskSchema, read_table
     from matswarm.runtime.flower.spec import SpecError, TaskSpec
 
     try:
-        schema = TaskSchema.infer(
-            read_table(schema_from), target, unit=unit, source=str(schema_from)
-        )
-        spec = TaskSpec(
-            task=name,
-            schema=schema.to_dict(),
-            orgs=tuple(o.strip() for o in orgs.split(",") if o.strip()),
-            algorithm=algorithm,
-            rule=rule,
-            seed=seed,
-            rounds=rounds,
-            quorum=quorum,
-            round_deadline_s=deadline,
-        )
+        if protocol_spec is not None or task_id is not None:
+            if protocol_spec is None or task_id is None:
+                fail("--protocol-spec and --task-id go together")
+            from matswarm.runtime.flower.trust import runtime_spec_from_protocol
+
+            spec = runtime_spec_from_protocol(
+                protocol_spec.read_bytes(), task_id, round_deadline_s=deadline, quorum=quorum
+            )
+        else:
+            if orgs is None or schema_from is None:
+                fail("--orgs and --schema-from are required (or --protocol-spec/--task-id)")
+            schema = TaskSchema.infer(
+                read_table(schema_from), target, unit=unit, source=str(schema_from)
+            )
+            spec = TaskSpec(
+                task=name,
+                schema=schema.to_dict(),
+                orgs=tuple(o.strip() for o in orgs.split(",") if o.strip()),
+                algorithm=algorithm,
+                rule=rule,
+                seed=seed,
+                rounds=rounds,
+                quorum=quorum,
+                round_deadline_s=deadline,
+            )
         spec.make_algorithm()
         spec.make_rule()
-    except (DataError, SpecError, ValueError) as exc:
+    except (OSError, DataError, SpecError, ValueError) as exc:
         fail(str(exc))
     out.write_text(json.dumps(json.loads(spec.to_json()), indent=1))
     console.print(
-        f"wrote {out} ({len(spec.orgs)} orgs, {schema.n_features} features, "
-        f"spec sha256 {spec.digest()[:12]}…)"
+        f"wrote {out} ({len(spec.orgs)} orgs, {len(spec.schema['features'])} features, "
+        f"{'trusted, ' if spec.trust else ''}spec sha256 {spec.digest()[:12]}…)"
     )
 
 

@@ -236,3 +236,35 @@ def protocol_spec_for(spec: TaskSpec, **kw):
 
 
 __all__ = ["NodeTrust", "NodeTrustConfig", "RelayHooks", "protocol_spec_for"]
+
+
+def runtime_spec_from_protocol(
+    protocol_json: str | bytes,
+    task_id: str,
+    *,
+    round_deadline_s: float = 120.0,
+    quorum: int | None = None,
+) -> TaskSpec:
+    """The run spec (what the coordinator relays) of a task created on the ledger with the
+    trust layer's spec (``matswarm task create``)."""
+    from matswarm.protocol.spec import TaskSpec as ProtocolSpec
+
+    ps = ProtocolSpec.from_json(protocol_json)
+    params = dict(ps.algorithm_params)
+    rounds = int(params.pop("rounds"))
+    text = protocol_json.decode() if isinstance(protocol_json, bytes) else protocol_json
+    return TaskSpec(
+        task=ps.name,
+        schema=dict(ps.schema),
+        orgs=tuple(ps.participants),
+        algorithm=ps.algorithm,
+        algorithm_params=params,
+        rule=ps.rule,
+        rule_params=dict(ps.rule_params),
+        model=dict(ps.model),
+        seed=ps.seed,
+        rounds=rounds,
+        quorum=quorum,
+        round_deadline_s=round_deadline_s,
+        trust={"task_id": task_id.removeprefix("0x"), "protocol_spec": text},
+    )
