@@ -24,7 +24,7 @@ from matswarm.models.base import RegressionModel
 
 # Defaults chosen on validation rows carved from each org's training data (bench/tune.py),
 # never on the test set; the same values are used for every split and dataset.
-DEFAULT_ROUNDS = 100
+DEFAULT_ROUNDS = 150
 DEFAULT_LOCAL_STEPS = 20
 DEFAULT_LR = 3e-3
 DEFAULT_BATCH_SIZE = 128
