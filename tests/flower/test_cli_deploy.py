@@ -88,3 +88,21 @@ def test_node_keygen_writes_an_openssh_pair_and_never_overwrites(tmp_path):
     assert (tmp_path / "org-a.key.pub").read_text().startswith("ecdsa-sha2-nistp384 ")
     again = runner.invoke(app, ["node", "keygen", "--out", str(key)])
     assert again.exit_code == 2 and "refusing to overwrite" in again.output
+
+
+def test_supernode_wrapper_caps_flowers_fixed_sleeps():
+    import time
+
+    import flwr.supernode.start_client_internal as sci
+
+    from matswarm.runtime.flower.supernode import patch
+
+    original = sci.time
+    try:
+        patch(0.01)
+        t0 = time.monotonic()
+        sci.time.sleep(3)  # what the idle SuperNode does between polls
+        assert time.monotonic() - t0 < 1.0
+        assert abs(sci.time.time() - time.time()) < 1.0
+    finally:
+        sci.time = original

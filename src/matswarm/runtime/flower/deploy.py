@@ -223,7 +223,9 @@ def supernode_argv(
     runtime_port: int,
 ) -> list[str]:
     argv = [
-        flwr_bin("flower-supernode"),
+        sys.executable,
+        "-m",
+        "matswarm.runtime.flower.supernode",  # flower-supernode with short poll sleeps
         "--superlink",
         superlink,
         "--port",

@@ -30,7 +30,7 @@ def main(grid: Grid, context: Context) -> None:
     spec = TaskSpec.from_json(str(cfg["task-spec"]))
     status = str(cfg.get("status-file", "")) or None
     stall = float(cfg.get("stall-timeout", 0) or 0) or None
-    coord = FlowerCoordinator(grid, spec, status_path=status, stall_timeout_s=stall)
+    coord = FlowerCoordinator(grid, spec, status_path=status, stall_timeout_s=stall, poll_s=0.05)
     try:
         result = coord.run()
     except Exception as exc:
