@@ -40,8 +40,9 @@ from matswarm.protocol.consortium import Consortium, TrustSettings, finish_task,
 from matswarm.protocol.verify import verify_task
 from matswarm.runtime import build_engine, configure_torch
 
-#: Ledger adapter entry points whose CPU is reported as "ledger" (not nested in each other).
-_LEDGER_FNS = ("_send_all", "sync", "_view")
+#: Ledger adapter entry points whose CPU is reported as "ledger" (outermost calls only; the
+#: names of older adapters too, so the script also measures a checkout from before batching).
+_LEDGER_FNS = ("_send_all", "_transact", "sync", "_view")
 
 
 class CpuMeter:
@@ -114,7 +115,8 @@ def per_round(orgs: int, method: str, rounds: int, data: str | None) -> dict[str
     plain = build_engine(ds, cfg.model, algo, rule, 0)
     meter = CpuMeter()
     for fn in _LEDGER_FNS:
-        meter.wrap(Ledger, fn, "ledger")
+        if hasattr(Ledger, fn):
+            meter.wrap(Ledger, fn, "ledger")
     with tempfile.TemporaryDirectory() as tmp:
         trusted, consortium, _, _ = _trusted(cfg, ds, method, Path(tmp))
         try:

@@ -304,3 +304,30 @@ def test_views_report_reverts_and_read_past_blocks(consortium: Consortium) -> No
     burn = abi.encode_call("voteGlobal", (task, 1, b"\0" * 32))
     with pytest.raises(ContractRevert, match="empty global hash"):
         chain.call(me, to, burn)
+
+
+def test_the_index_takes_mined_blocks_directly_and_matches_a_rebuild(
+    consortium: Consortium,
+) -> None:
+    c = consortium
+    task = c.task(n=4, rounds=2)
+    c.ledger.sync()
+    index = c.ledger._index
+    for rnd in (1, 2):
+        c.ledger.send_batch(_commits(c, task, rnd))
+        # appended from the receipts at once, no sync needed
+        assert index.last_block == c.ledger.chain.block_number()
+        c.ledger.send_batch([c.as_(o).tx.vote_global(task, rnd, h(f"g{rnd}")) for o in c.orgs[:4]])
+    c.ledger.chain.advance_time(5)  # a block the index has not seen: extend must refuse
+    assert index.last_block == c.ledger.chain.block_number() - 1
+    assert not index.extend(c.ledger.chain.block_number() + 1, "0x00", "0x01", [])
+    assert not index.extend(index.last_block + 1, "0xnot-the-parent", "0x01", [])
+    seen = [(e.name, e.block_number, e.log_index, e.tx_hash, e.args) for e in c.ledger.events()]
+    c.ledger.close()
+    (c.path / "index.sqlite").unlink()
+    for extra in ("index.sqlite-wal", "index.sqlite-shm"):
+        (c.path / extra).unlink(missing_ok=True)
+    c.ledger = Ledger.embedded(c.path, c.founder)
+    rebuilt = [(e.name, e.block_number, e.log_index, e.tx_hash, e.args) for e in c.ledger.events()]
+    assert rebuilt == seen
+    assert sum(e[0] == "RoundFinalized" for e in seen) == 2

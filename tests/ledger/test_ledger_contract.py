@@ -436,3 +436,22 @@ def test_arguments_are_checked_at_the_boundary(consortium: Consortium) -> None:
         org.register_org(h("e"), h("x"), "m" * 257)
     org.commit_update(task, 1, "0x" + h("u").hex(), "b" * 128)  # hex accepted, bound inclusive
     assert c.ledger.round_info(task, 1).commitments[c.orgs[0].address].cid == "b" * 128
+
+
+def test_participant_checks_name_the_first_failing_rule(consortium: Consortium) -> None:
+    """Admitted, then a known task, then a participant: the reason names the first that fails
+    (the contract decides on one lookup for participants, and on the rest only to explain)."""
+    c = consortium
+    task = c.task(n=2)
+    member, outsider = c.as_(c.orgs[3]), c.as_(c.outsider)
+    for fn in (
+        lambda led, t: led.commit_update(t, 1, h("u"), "bafy"),
+        lambda led, t: led.vote_global(t, 1, h("g")),
+        lambda led, t: led.record_rejection(t, 1, c.orgs[0].address, "x"),
+    ):
+        with pytest.raises(ContractRevert, match="sender not admitted"):
+            fn(outsider, h("no such task"))
+        with pytest.raises(ContractRevert, match="unknown task"):
+            fn(member, h("no such task"))
+        with pytest.raises(ContractRevert, match="not a participant"):
+            fn(member, task)

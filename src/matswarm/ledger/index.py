@@ -92,19 +92,37 @@ class EventIndex:
             if head <= last:
                 return 0
             events = [e for e in (decode(log) for log in fetch(last + 1, head)) if e is not None]
-            head_hash = block_hash(head)
-            self._conn.execute("BEGIN")
-            try:
-                self._insert(events)
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('last_block', ?), ('last_hash', ?)",
-                    (str(head), head_hash),
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+            self._append(events, head, block_hash(head))
             return len(events)
+
+    def extend(
+        self, number: int, parent_hash: str, head_hash: str, events: Sequence[LedgerEvent]
+    ) -> bool:
+        """Append block ``number``, given all its events, if the index ends at its parent.
+
+        For the adapter that just mined the block and holds every receipt of it (the
+        embedded chain mines exactly the transactions it was given), so the block need not
+        be read back. Returns False, changing nothing, when the index is elsewhere: the
+        next :meth:`sync` then reads the block from the chain.
+        """
+        with self._lock:
+            if self.last_block != number - 1 or self._meta("last_hash") != parent_hash:
+                return False
+            self._append(events, number, head_hash)
+            return True
+
+    def _append(self, events: Sequence[LedgerEvent], head: int, head_hash: str) -> None:
+        self._conn.execute("BEGIN")
+        try:
+            self._insert(events)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_block', ?), ('last_hash', ?)",
+                (str(head), head_hash),
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def _insert(self, events: Iterable[LedgerEvent]) -> None:
         self._conn.executemany(

@@ -578,9 +578,26 @@ class Ledger:
                 )
                 nonces[acct.address] += 1
                 slots.append(i)
-            for i, receipt in zip(slots, self.chain.send_raw_transactions(raws), strict=True):
+            receipts = self.chain.send_raw_transactions(raws)
+            for i, receipt in zip(slots, receipts, strict=True):
                 outcomes[i] = calls[i].ledger._result(calls[i], receipt)
+            if isinstance(self.chain, EmbeddedChain):
+                self._index_block(receipts, [o for o in outcomes if isinstance(o, TxResult)])
             return [o for o in outcomes if o is not None]
+
+    def _index_block(self, receipts: list[Any], results: list[TxResult]) -> None:
+        """Hand the block just mined to the event index (the embedded chain put exactly these
+        transactions in it, so ``results`` hold all its events; reverted ones emit none)."""
+        mined = [r for r in receipts if not isinstance(r, LedgerError)]
+        if not mined:
+            return
+        number = int(mined[0]["blockNumber"])
+        self._index.extend(
+            number,
+            self.chain.block_hash(number - 1),
+            HexBytes(mined[0]["blockHash"]).to_0x_hex(),
+            [e for r in results for e in r.events],
+        )
 
     @functools.cached_property
     def _signing_key(self) -> Any:

@@ -392,9 +392,12 @@ def _openRound(taskId: bytes32, r: uint256, duration: uint256):
 @internal
 @view
 def _onlyParticipant(taskId: bytes32):
-    self._onlyMember()
-    assert self.tasks[taskId].status != 0, "unknown task"
-    assert self.isParticipant[taskId][msg.sender], "not a participant"
+    # A participant was admitted when the task was created (admission is never revoked)
+    # and the task exists, so one lookup decides; the other checks only pick the reason.
+    if not self.isParticipant[taskId][msg.sender]:
+        self._onlyMember()
+        assert self.tasks[taskId].status != 0, "unknown task"
+        raise "not a participant"
 
 
 @internal
