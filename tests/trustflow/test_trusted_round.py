@@ -143,3 +143,57 @@ def test_unknown_task_is_an_error(trusted_run):
     assert not rep.ok and "task spec cannot be read" in rep.first_failure.what
     with pytest.raises(Exception, match="unknown task"):
         cons.ledger.task_info(b"\x01" * 32)
+
+
+def _attested_run(ds, workdir, attack):
+    from dataclasses import asdict
+
+    from matswarm.attacks import ByzantineParticipant, make_attack, poison_dataset
+    from matswarm.protocol.consortium import Consortium, TrustSettings, trusted_engine
+
+    if attack == "label-flip":
+        ds = poison_dataset(ds, {"org3": make_attack("label-flip")})
+    algo = make_algorithm("fedavg", rounds=3, local_steps=4, lr=1e-2, batch_size=32)
+    cons = Consortium.embedded(workdir, ds.org_names)
+    eng = build_engine(ds, SPEC, algo, make_rule("mean"), 0)
+    eng, _, task_id = trusted_engine(
+        eng,
+        cons,
+        model_spec_dict=asdict(SPEC),
+        algorithm=algo,
+        rule=make_rule("mean"),
+        seed=0,
+        schema=ds.schema.to_dict(),
+        settings=TrustSettings(attested_training=True),
+    )
+    if attack != "label-flip":
+        eng.participants[2] = ByzantineParticipant(eng.participants[2], make_attack(attack))
+    eng.run()
+    return cons, eng, task_id
+
+
+@pytest.mark.parametrize("attack", ["sign-flip", "ipm"])
+def test_attested_training_rejects_post_training_manipulation_on_the_ledger(
+    small_synthetic, tmp_path, attack
+):
+    cons, eng, task_id = _attested_run(small_synthetic, tmp_path, attack)
+    try:
+        assert [r.participants for r in eng.run_state.history] == [("org1", "org2")] * 3
+        events = cons.ledger.events(task_id, names=["UpdateRejected"])
+        org3 = cons.identities["org3"].evm_address
+        assert len(events) == 9  # each of 3 orgs rejects org3 in each of 3 rounds
+        assert {e.args["org"] for e in events} == {org3}
+        assert all("attestation output_mismatch" in e.args["reason"] for e in events)
+        rep = verify_task(cons.ledger, cons.store, task_id, identity=cons.identities["org1"])
+        assert rep.ok, first_failure_line(rep)
+    finally:
+        cons.close()
+
+
+def test_attestation_cannot_stop_label_flipping(small_synthetic, tmp_path):
+    cons, eng, task_id = _attested_run(small_synthetic, tmp_path, "label-flip")
+    try:
+        assert all(r.participants == ("org1", "org2", "org3") for r in eng.run_state.history)
+        assert cons.ledger.events(task_id, names=["UpdateRejected"]) == []
+    finally:
+        cons.close()

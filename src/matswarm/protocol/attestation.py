@@ -181,6 +181,42 @@ class LedgerRejectionLog:
         )
 
 
+@dataclass(frozen=True)
+class AttestationPolicy:
+    """What every org checks about an attested update: a valid quote from a registered enclave
+    running the agreed training code, naming the org's committed dataset hash, the round's start
+    model and exactly this update. Used by :class:`AttestationHooks` (experiments) and by each
+    :class:`~matswarm.protocol.trusted.OrgAgent` (the full trust layer)."""
+
+    verifier: QuoteVerifier
+    measurement: str | tuple[str, ...]
+    commitments: Mapping[str, str]
+
+    def problem(
+        self, task: str, round_: int, u: Update, quote: Quote | None, start_hash: str
+    ) -> tuple[str, str] | None:
+        """``(reason, detail)`` if ``u`` must be rejected, else ``None``."""
+        if quote is None:
+            return MISSING_QUOTE, "update came without an attestation quote"
+        committed = self.commitments.get(u.org)
+        if committed is None:
+            return UNCOMMITTED_DATASET, f"{u.org!r} committed no dataset hash for this task"
+        try:
+            self.verifier.verify(
+                quote,
+                measurement=self.measurement,
+                purpose=PURPOSE,
+                task_id=task,
+                round=round_,
+                output_hash=sha256_hex(update_bytes(u.kind, u.n_samples, u.vector)),
+                inputs={"dataset": committed, "start_model": start_hash},
+                org=u.org,
+            )
+        except QuoteError as exc:
+            return exc.reason.value, str(exc)
+        return None
+
+
 class AttestationHooks(RoundHooks):
     """Round hooks that admit only updates with a valid training quote.
 
@@ -201,9 +237,11 @@ class AttestationHooks(RoundHooks):
         inner: RoundHooks | None = None,
     ):
         self.task = task
-        self.verifier = verifier
-        self.measurement = measurement if isinstance(measurement, str) else tuple(measurement)
-        self.commitments = dict(commitments)
+        self.policy = AttestationPolicy(
+            verifier,
+            measurement if isinstance(measurement, str) else tuple(measurement),
+            dict(commitments),
+        )
         self.logs = list(logs)
         self.inner = inner or RoundHooks()
         self._start_hash = vector_hash(initial_global)
@@ -216,27 +254,14 @@ class AttestationHooks(RoundHooks):
         self._quotes[(update.round, update.org)] = getattr(result, "quote", None)
         self.inner.publish(update, result)
 
+    @property
+    def commitments(self) -> Mapping[str, str]:
+        """Each org's committed dataset hash (the policy's, shared)."""
+        return self.policy.commitments
+
     def _check(self, round_: int, u: Update) -> tuple[str, str] | None:
         quote = self._quotes.pop((round_, u.org), None)
-        if quote is None:
-            return MISSING_QUOTE, "update came without an attestation quote"
-        committed = self.commitments.get(u.org)
-        if committed is None:
-            return UNCOMMITTED_DATASET, f"{u.org!r} committed no dataset hash for this task"
-        try:
-            self.verifier.verify(
-                quote,
-                measurement=self.measurement,
-                purpose=PURPOSE,
-                task_id=self.task,
-                round=round_,
-                output_hash=sha256_hex(update_bytes(u.kind, u.n_samples, u.vector)),
-                inputs={"dataset": committed, "start_model": self._start_hash},
-                org=u.org,
-            )
-        except QuoteError as exc:
-            return exc.reason.value, str(exc)
-        return None
+        return self.policy.problem(self.task, round_, u, quote, self._start_hash)
 
     def collect(self, round_: int, updates: list[Update]) -> list[Update]:
         accepted = []
@@ -275,6 +300,40 @@ def training_measurement(modules: tuple[str, ...] = TRAINING_CODE) -> str:
     return measure_modules(modules).digest
 
 
+def attest_participants(
+    engine: RoundEngine,
+    *,
+    enclave_factory: Callable[[str, str], Enclave] | None = None,
+    identities: Mapping[str, Any] | None = None,
+) -> AttestationPolicy:
+    """Run every participant's local training in its own (SIMULATED) enclave and return the
+    policy every org checks updates against: the enclaves' registrations (signed by the orgs),
+    the training-code measurement and each org's committed dataset hash. Call before round 1."""
+    from matswarm.trust import EnclaveRegistry, OrgIdentity, SimulatedEnclave
+    from matswarm.trust.enclave import SimulatedQuoteVerifier
+
+    if engine.run_state.history:
+        raise ValueError("attested training must be set up before the first round")
+    if engine.algorithm.ring:
+        raise ValueError("attested training supports non-ring algorithms only")
+    measurement = training_measurement()
+    registry = EnclaveRegistry()
+    nodes = []
+    for p in engine.participants:
+        if enclave_factory is not None:
+            enclave = enclave_factory(p.name, measurement)
+        else:
+            enclave = SimulatedEnclave(measurement, org=p.name)
+        if isinstance(enclave, SimulatedEnclave):
+            identity = (identities or {}).get(p.name) or OrgIdentity.generate(p.name)
+            registry.add(enclave.registration(identity), identity.public)
+        nodes.append(AttestedNode(p, enclave, engine.task))
+    engine.participants = nodes
+    return AttestationPolicy(
+        SimulatedQuoteVerifier(registry), measurement, {n.name: n.dataset_hash for n in nodes}
+    )
+
+
 def attest_engine(
     engine: RoundEngine,
     *,
@@ -294,31 +353,12 @@ def attest_engine(
     :class:`ProvenFaultyAware`. Wrap Byzantine participants *after* this call: their attack then
     acts on the attested output, as a real post-training manipulation would.
     """
-    from matswarm.trust import EnclaveRegistry, OrgIdentity, SimulatedEnclave
-    from matswarm.trust.enclave import SimulatedQuoteVerifier
-
-    if engine.run_state.history:
-        raise ValueError("attest_engine must be called before the first round")
-    if engine.algorithm.ring:
-        raise ValueError("attested training supports non-ring algorithms only")
-    measurement = training_measurement()
-    registry = EnclaveRegistry()
-    nodes = []
-    for p in engine.participants:
-        if enclave_factory is not None:
-            enclave = enclave_factory(p.name, measurement)
-        else:
-            enclave = SimulatedEnclave(measurement, org=p.name)
-        if isinstance(enclave, SimulatedEnclave):
-            identity = (identities or {}).get(p.name) or OrgIdentity.generate(p.name)
-            registry.add(enclave.registration(identity), identity.public)
-        nodes.append(AttestedNode(p, enclave, engine.task))
-    engine.participants = nodes
+    policy = attest_participants(engine, enclave_factory=enclave_factory, identities=identities)
     hooks = AttestationHooks(
         engine.task,
-        SimulatedQuoteVerifier(registry),
-        measurement,
-        {n.name: n.dataset_hash for n in nodes},
+        policy.verifier,
+        policy.measurement,
+        policy.commitments,
         engine.run_state.global_params,
         logs=logs,
         inner=engine.hooks,

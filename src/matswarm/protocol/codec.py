@@ -62,6 +62,8 @@ def encode_update(update: Update) -> bytes:
         "n_samples": str(update.n_samples),
         "kind": update.kind,
     }
+    if update.attestation is not None:
+        meta["attestation"] = update.attestation
     return st_save({"vector": np.ascontiguousarray(update.vector)}, metadata=meta)
 
 
@@ -75,6 +77,7 @@ def decode_update(blob: bytes) -> Update:
             vector=tensors["vector"].astype(np.float32, copy=False),
             n_samples=int(meta["n_samples"]),
             kind=meta["kind"],
+            attestation=meta.get("attestation"),
         )
     except (KeyError, ValueError) as exc:
         raise CodecError(f"malformed update: {exc}") from None

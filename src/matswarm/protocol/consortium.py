@@ -21,6 +21,7 @@ from matswarm.ledger import Ledger
 from matswarm.models.base import RegressionModel
 from matswarm.protocol.aggregator import Aggregator
 from matswarm.protocol.archive import build_archive
+from matswarm.protocol.attestation import AttestationPolicy, attest_participants
 from matswarm.protocol.codec import encode_vector
 from matswarm.protocol.engine import RoundEngine
 from matswarm.protocol.messages import vector_hash
@@ -37,6 +38,7 @@ class TrustSettings:
     enabled: bool = True
     encrypt_updates: bool = True
     enclave: bool = False
+    attested_training: bool = False
 
 
 class Consortium:
@@ -85,7 +87,12 @@ class Consortium:
         )
 
     def agents(
-        self, spec: TaskSpec, task_id: bytes, aggregator: Aggregator, enclave: bool = False
+        self,
+        spec: TaskSpec,
+        task_id: bytes,
+        aggregator: Aggregator,
+        enclave: bool = False,
+        attestation: AttestationPolicy | None = None,
     ) -> list[OrgAgent]:
         directory = {n: self.identities[n].public for n in [*spec.participants, *spec.auditors]}
         out = []
@@ -107,6 +114,7 @@ class Consortium:
                     directory,
                     aggregator.copy(),
                     encl,
+                    attestation,
                 )
             )
         return out
@@ -138,11 +146,17 @@ def trusted_engine(
         schema=schema,
         initial_model_sha256=vector_hash(engine.run_state.initial_global),
         encrypt_updates=settings.encrypt_updates,
+        attested_training=settings.attested_training,
     )
     task_id = consortium.create_task(spec, engine.run_state.initial_global)
     engine.task = "0x" + task_id.hex()
+    policy = None
+    if settings.attested_training:
+        # Training runs in each org's (simulated) enclave, registered with the org's own key;
+        # every org's agent checks every quote in its verify step.
+        policy = attest_participants(engine, identities=consortium.identities)
     engine.hooks = TrustedHooks(
-        consortium.agents(spec, task_id, engine.aggregator, settings.enclave)
+        consortium.agents(spec, task_id, engine.aggregator, settings.enclave, policy)
     )
     return engine, spec, task_id
 

@@ -86,6 +86,11 @@ class RoundHooks:
 ProgressFn = Callable[[int, int], None]
 
 
+def _quote_json(result: LocalResult) -> str | None:
+    quote = getattr(result, "quote", None)  # set by attested training
+    return None if quote is None else quote.to_json()
+
+
 class RoundEngine:
     """Drives a federated algorithm over participants, round by round."""
 
@@ -136,7 +141,15 @@ class RoundEngine:
         g = self.run_state.global_params
         results = self.train_phase(round_)
         honest = [
-            Update(self.task, round_, res.org, res.update_vector(g), res.n_samples, res.kind)
+            Update(
+                self.task,
+                round_,
+                res.org,
+                res.update_vector(g),
+                res.n_samples,
+                res.kind,
+                _quote_json(res),
+            )
             for res in results
         ]
         updates = []

@@ -30,6 +30,9 @@ class Update:
     vector: np.ndarray
     n_samples: int
     kind: str = "delta"
+    #: JSON of the enclave quote over this update when training is attested (travels inside the
+    #: signed envelope; verified by every org; not part of :meth:`digest`).
+    attestation: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in UPDATE_KINDS:

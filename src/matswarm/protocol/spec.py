@@ -49,6 +49,8 @@ class TaskSpec:
     schema: dict[str, Any]
     initial_model_sha256: str
     encrypt_updates: bool = True
+    #: Local training runs in (simulated) enclaves; updates without a valid quote are rejected.
+    attested_training: bool = False
     auditors: tuple[str, ...] = ()
     round_duration_s: int = 3600
     train_code_sha256: str = field(default_factory=training_code_hash)

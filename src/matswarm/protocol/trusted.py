@@ -43,6 +43,7 @@ import numpy as np
 from matswarm.algorithms.base import LocalResult, RingMessage
 from matswarm.ledger import Batch, BatchError, Commitment, Ledger, Pending, TxCall, TxResult
 from matswarm.protocol.aggregator import Aggregator
+from matswarm.protocol.attestation import AttestationPolicy
 from matswarm.protocol.codec import (
     decode_ring,
     decode_update,
@@ -125,6 +126,7 @@ class OrgAgent:
         directory: dict[str, PublicIdentity],
         aggregator: Aggregator,
         enclave: SimulatedEnclave | None = None,
+        attestation: AttestationPolicy | None = None,
     ):
         self.identity = identity
         self.name = identity.name
@@ -137,6 +139,9 @@ class OrgAgent:
         self.verifier = EnvelopeVerifier(directory, task_id=self.task_hex, identity=identity)
         self.aggregator = aggregator
         self.enclave = enclave
+        self.attestation = attestation
+        #: Hash of the model the current round started from (quotes must name it).
+        self.start_hash = spec.initial_model_sha256
         self.address_of = {name: pub.evm_address for name, pub in directory.items()}
         self.name_of = {pub.evm_address: name for name, pub in directory.items()}
         readers = [*spec.participants, *spec.auditors]
@@ -245,6 +250,11 @@ class OrgAgent:
             raise ProtocolError(
                 f"update from {org} names task/round/org {upd.task}/{upd.round}/{upd.org}"
             )
+        if self.attestation is not None:
+            quote = Quote.from_json(upd.attestation) if upd.attestation else None
+            problem = self.attestation.problem(self.task_hex, round_, upd, quote, self.start_hash)
+            if problem is not None:
+                raise ProtocolError(f"attestation {problem[0]}: {problem[1]}")
         return upd
 
     # -- 3. aggregate and vote -----------------------------------------------------------------
@@ -371,6 +381,8 @@ class TrustedHooks(RoundHooks):
                     f"{len(set(info.votes.values()))} distinct hash(es)"
                 )
             final = info.final_hash.hex()
+        for agent in self.agents.values():
+            agent.start_hash = final
         if final != vector_hash(global_params):
             raise ProtocolError(
                 f"round {round_}: the ledger finalised {final[:12]}…, but this process "

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from eth_utils import to_checksum_address
 
 from matswarm.ledger import Ledger, LedgerError, TaskStatus
 from matswarm.protocol.aggregator import Aggregator
@@ -131,6 +132,13 @@ def verify_task(
             "recompute the aggregates",
         )
     last_final: bytes | None = None
+    # An update that a quorum of participants rejected on the ledger (e.g. an invalid training
+    # quote, which an auditor cannot re-check without the enclave registry) is excluded;
+    # fewer rejections exclude nothing, so no minority can silence an org.
+    rejecters: dict[tuple[int, str], set[str]] = {}
+    for e in ledger.events(task_id, names=["UpdateRejected"]):
+        key = (int(e.args["round"]), to_checksum_address(e.args["org"]))
+        rejecters.setdefault(key, set()).add(to_checksum_address(e.args["reporter"]))
     for r in range(1, info.rounds + 1):
         rinfo = ledger.round_info(task_id, r)
         if not rinfo.finalized:
@@ -151,6 +159,15 @@ def verify_task(
             if org is None:
                 rep.add(False, f"commitment from {addr}, not a participant", r)
                 return rep
+            n_rej = len(rejecters.get((r, addr), ()))
+            if n_rej >= info.quorum:
+                rep.add(
+                    True,
+                    f"update of {org} excluded: rejected on the ledger by {n_rej} participants",
+                    r,
+                    org,
+                )
+                continue
             try:
                 blob = store.get(c.cid)
                 if hashlib.sha256(blob).digest() != c.update_hash:
