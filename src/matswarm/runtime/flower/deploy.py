@@ -221,7 +221,12 @@ def supernode_argv(
     root_cert: str | Path | None,
     auth_key: str | Path | None,
     runtime_port: int,
+    isolation: str = "process",
 ) -> list[str]:
+    """``isolation="process"``: the SuperNode spawns nothing, the node process's
+    :class:`~matswarm.runtime.flower.executor.InNodeExecutor` answers each message;
+    ``"subprocess"``: Flower's default (a ``flwr-clientapp`` process per message, running the
+    shim ClientApp)."""
     argv = [
         sys.executable,
         "-m",
@@ -231,7 +236,7 @@ def supernode_argv(
         "--port",
         str(runtime_port),
         "--isolation",
-        "subprocess",
+        isolation,
         "--node-config",
         f"matswarm-endpoint='{endpoint_file}'",
     ]

@@ -81,6 +81,7 @@ class OrgService:
         self.started = time.time()
         self.trust_config = trust
         self._trust = None
+        self._lock = threading.Lock()
 
     def trust(self):
         from matswarm.runtime.flower.trust import NodeTrust
@@ -96,6 +97,10 @@ class OrgService:
 
     # -- dispatch -----------------------------------------------------------------------------
     def handle(self, kind: str, p: Payload) -> Payload:
+        with self._lock:  # one request at a time (channel and in-node executor alike)
+            return self._handle(kind, p)
+
+    def _handle(self, kind: str, p: Payload) -> Payload:
         try:
             fn = getattr(self, f"_on_{kind}", None)
             if fn is None:

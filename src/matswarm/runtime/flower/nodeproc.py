@@ -34,15 +34,29 @@ def run_node(
     root_cert: str | Path | None,
     auth_key: str | Path | None,
     trust=None,  # NodeTrustConfig (keystore, ledger URL/contract/chain id, store)
+    executor: str = "in-node",
 ) -> int:
+    """``executor="in-node"`` (default): messages are answered in this process
+    (:mod:`.executor`), the coordinator's app bundle is never executed; ``"flower"``: Flower
+    spawns a ClientApp process per message (the shim, reaching this process over the channel)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     service = OrgService(org, data, workdir=workdir, trust=trust)
     server = ChannelServer(service.handle).start()
     endpoint = server.endpoint.write(workdir / "endpoint.json")
+    runtime_port = free_port()
     argv = supernode_argv(
-        coordinator, endpoint, root_cert=root_cert, auth_key=auth_key, runtime_port=free_port()
+        coordinator,
+        endpoint,
+        root_cert=root_cert,
+        auth_key=auth_key,
+        runtime_port=runtime_port,
+        isolation="process" if executor == "in-node" else "subprocess",
     )
+    if executor == "in-node":
+        from matswarm.runtime.flower.executor import InNodeExecutor
+
+        InNodeExecutor(f"127.0.0.1:{runtime_port}", service.handle).start()
     log_path = workdir / "supernode.log"
     with log_path.open("ab") as log_fh:
         child = subprocess.Popen(argv, env=flower_env(), stdout=log_fh, stderr=subprocess.STDOUT)
