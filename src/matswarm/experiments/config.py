@@ -86,16 +86,18 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "gamma": ((int, float), None, "matswarm: alignment weight (Eq. 1)"),
         "lam": ((int, float), None, "matswarm: parameter-norm weight (Eq. 1)"),
         "mu": ((int, float), None, "fedprox: proximal weight"),
-        "server_lr": ((int, float), None, "fedavgm/fedadam: server learning rate"),
+        "server_lr": ((int, float), None, "fedavg family: server learning rate"),
+        "update": ((str,), None, "fedavg/fedprox/fedavgm/fedadam: delta (model) | gradient"),
         "momentum": ((int, float), None, "fedavgm: server momentum"),
     },
     "aggregation": {
         "rule": (
             (str,),
             "mean",
-            "mean | median | trimmed-mean | krum | multikrum | geomed | centered-clipping",
+            "mean | median | trimmed-mean | krum | multikrum | geomed | centered-clipping | "
+            "bulyan; prefix 'nnm+' for nearest-neighbour mixing first (e.g. nnm+geomed)",
         ),
-        "f": ((int,), None, "assumed Byzantine orgs (trimmed-mean, krum, multikrum)"),
+        "f": ((int,), None, "assumed Byzantine orgs (trimmed-mean, krum, multikrum, bulyan, nnm)"),
         "m": ((int,), None, "multikrum: updates averaged (default n - f)"),
         "tau": ((int, float), None, "centered-clipping: radius (default: median distance)"),
         "iters": ((int,), None, "centered-clipping: iterations"),
@@ -114,7 +116,8 @@ _METHOD_KEYS = {
     "gamma": ("matswarm",),
     "lam": ("matswarm",),
     "mu": ("fedprox",),
-    "server_lr": ("fedavgm", "fedadam"),
+    "server_lr": ("fedavg", "fedprox", "fedavgm", "fedadam"),
+    "update": ("fedavg", "fedprox", "fedavgm", "fedadam"),
     "momentum": ("fedavgm",),
 }
 
