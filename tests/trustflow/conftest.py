@@ -3,8 +3,6 @@ at test time and never written)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import pytest
 
 from matswarm.aggregation import make_rule
@@ -34,7 +32,7 @@ def run_trusted(
     eng, spec, task_id = trusted_engine(
         eng,
         cons,
-        model_spec_dict=asdict(SPEC),
+        model_spec=SPEC,
         algorithm=algo,
         rule=make_rule(rule),
         seed=seed,

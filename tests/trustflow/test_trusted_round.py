@@ -146,7 +146,6 @@ def test_unknown_task_is_an_error(trusted_run):
 
 
 def _attested_run(ds, workdir, attack):
-    from dataclasses import asdict
 
     from matswarm.attacks import ByzantineParticipant, make_attack, poison_dataset
     from matswarm.protocol.consortium import Consortium, TrustSettings, trusted_engine
@@ -159,7 +158,7 @@ def _attested_run(ds, workdir, attack):
     eng, _, task_id = trusted_engine(
         eng,
         cons,
-        model_spec_dict=asdict(SPEC),
+        model_spec=SPEC,
         algorithm=algo,
         rule=make_rule("mean"),
         seed=0,

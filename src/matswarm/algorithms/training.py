@@ -7,7 +7,7 @@ Minibatch Adam on the mean squared error in standardised units, plus the model's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,29 +48,13 @@ def train_local(
     n = len(y)
     if n == 0:
         raise ValueError("cannot train on an empty table")
-    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-    bs = min(batch_size, n)
     opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
     for group in opt.param_groups:
         group["lr"] = lr
     model.train()
     total, last_mse = 0.0, float("nan")
-    order = np.empty(0, dtype=np.int64)
-    pos = 0
-    for _ in range(steps):
-        if pos + bs > len(order):
-            order = rng.permutation(n)
-            pos = 0
-        idx = torch.from_numpy(order[pos : pos + bs])
-        pos += bs
-        xb, yb = Xt.index_select(0, idx), yt.index_select(0, idx)
-        u = model.represent(xb)
-        pred = model.head(u).squeeze(-1)
-        mse = torch.mean((pred - yb) ** 2)
-        loss = mse + model.penalty()
-        if extra is not None:
-            loss = loss + extra(model, u)
+    for xb, yb in _minibatches(X, y, steps, batch_size, rng):
+        loss, mse = _batch_loss(model, xb, yb, extra)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -99,13 +83,29 @@ def local_gradient(
     n = len(y)
     if n == 0:
         raise ValueError("cannot compute a gradient on an empty table")
-    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-    bs = min(batch_size, n)
     params = list(model.parameters())
     acc = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     model.train()
     total = 0.0
+    for xb, yb in _minibatches(X, y, steps, batch_size, rng):
+        loss, _ = _batch_loss(model, xb, yb, extra)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for a, g in zip(acc, grads, strict=True):
+            if g is not None:
+                a += g.detach().double()
+        total += float(loss.detach())
+    flat = torch.cat([(a / steps).reshape(-1) for a in acc]).to(torch.float32)
+    return flat.numpy(), total / steps
+
+
+def _minibatches(
+    X: np.ndarray, y: np.ndarray, steps: int, batch_size: int, rng: np.random.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` minibatches, epoch by epoch from permutations drawn from ``rng``."""
+    n = len(y)
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    bs = min(batch_size, n)
     order = np.empty(0, dtype=np.int64)
     pos = 0
     for _ in range(steps):
@@ -114,16 +114,17 @@ def local_gradient(
             pos = 0
         idx = torch.from_numpy(order[pos : pos + bs])
         pos += bs
-        xb, yb = Xt.index_select(0, idx), yt.index_select(0, idx)
-        u = model.represent(xb)
-        pred = model.head(u).squeeze(-1)
-        loss = torch.mean((pred - yb) ** 2) + model.penalty()
-        if extra is not None:
-            loss = loss + extra(model, u)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        for a, g in zip(acc, grads, strict=True):
-            if g is not None:
-                a += g.detach().double()
-        total += float(loss.detach())
-    flat = torch.cat([(a / steps).reshape(-1) for a in acc]).to(torch.float32)
-    return flat.numpy(), total / steps
+        yield Xt.index_select(0, idx), yt.index_select(0, idx)
+
+
+def _batch_loss(
+    model: RegressionModel, xb: torch.Tensor, yb: torch.Tensor, extra: ExtraLoss | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, mse)`` of one batch: MSE + the model's penalty + the algorithm's term."""
+    u = model.represent(xb)
+    pred = model.head(u).squeeze(-1)
+    mse = torch.mean((pred - yb) ** 2)
+    loss = mse + model.penalty()
+    if extra is not None:
+        loss = loss + extra(model, u)
+    return loss, mse

@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from matswarm.algorithms import make_algorithm
 from matswarm.attacks import ByzantineParticipant, DataAttack, make_attack, poison_dataset
 from matswarm.data import FederatedDataset, SplitSpec, partition, perovskite
 from matswarm.evaluation.metrics import Evaluator
+from matswarm.experiments.runner import parallel_map
 from matswarm.models import ModelSpec
 from matswarm.protocol.attestation import MemoryRejectionLog, attest_engine
 from matswarm.runtime import build_engine, configure_torch
@@ -235,28 +234,15 @@ def run_cells(
 ) -> list[CellResult]:
     """Run cells (in ``jobs`` forked workers when > 1); results in input order."""
     _DATASETS.update(datasets)
-    if jobs <= 1:
-        out = []
-        for c in cells:
-            r = run_cell(c)
-            out.append(r)
-            if on_done:
-                on_done(r)
-        return out
-    configure_torch()
-    ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
-    order = sorted(range(len(cells)), key=lambda i: -cells[i].n_orgs * cells[i].rounds)
-    results: list[CellResult | None] = [None] * len(cells)
-    with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(datasets,)
-    ) as pool:
-        futures = {pool.submit(run_cell, cells[i]): i for i in order}
-        for fut in as_completed(futures):
-            r = fut.result()
-            results[futures[fut]] = r
-            if on_done:
-                on_done(r)
-    return [r for r in results if r is not None]
+    return parallel_map(
+        run_cell,
+        cells,
+        jobs,
+        on_done=on_done,
+        cost=lambda c: c.n_orgs * c.rounds,
+        initializer=_init_worker,
+        initargs=(datasets,),
+    )
 
 
 # -- planning -------------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from matswarm.models import ModelSpec
 from matswarm.protocol.consortium import Consortium, TrustSettings, finish_task, trusted_engine
 from matswarm.protocol.verify import first_failure_line, verify_task
 from matswarm.runtime import build_engine, configure_torch, run_baseline
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DISPLAY = {
     "solo": "Solo",
@@ -91,7 +95,7 @@ def run_unit(unit: Unit) -> UnitResult:
         engine, spec, task_id = trusted_engine(
             engine,
             consortium,
-            model_spec_dict=asdict(unit.model),
+            model_spec=unit.model,
             algorithm=algo,
             rule=unit.rule,
             seed=unit.seed,
@@ -158,33 +162,48 @@ def _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdi
     }
 
 
-def run_units(
-    units: Sequence[Unit], jobs: int = 1, on_done: Callable[[UnitResult], None] | None = None
-) -> list[UnitResult]:
-    """Run units, in ``jobs`` worker processes when > 1; results come back in input order."""
-    if jobs <= 1 or len(units) <= 1:
+def parallel_map(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    jobs: int,
+    *,
+    on_done: Callable[[R], None] | None = None,
+    cost: Callable[[T], float] | None = None,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> list[R]:
+    """``[fn(x) for x in items]`` in ``jobs`` forked worker processes when > 1 (most costly
+    items first, so the workers stay busy to the end); results come back in input order and
+    ``on_done`` sees each as it completes."""
+    if jobs <= 1 or len(items) <= 1:
         out = []
-        for u in units:
-            r = run_unit(u)
+        for item in items:
+            r = fn(item)
             out.append(r)
             if on_done:
                 on_done(r)
         return out
     configure_torch()  # before forking: no intra-op thread pool is inherited by the workers
     ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
-    # Longest units first keeps both workers busy to the end.
-    order = sorted(range(len(units)), key=lambda i: -_cost(units[i]))
-    results: list[UnitResult | None] = [None] * len(units)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(run_unit, units[i]): i for i in order}
-        from concurrent.futures import as_completed
-
+    order = sorted(range(len(items)), key=lambda i: -cost(items[i])) if cost else range(len(items))
+    results: list[R | None] = [None] * len(items)
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=ctx, initializer=initializer, initargs=initargs
+    ) as pool:
+        futures = {pool.submit(fn, items[i]): i for i in order}
         for fut in as_completed(futures):
             r = fut.result()
             results[futures[fut]] = r
             if on_done:
                 on_done(r)
     return [r for r in results if r is not None]
+
+
+def run_units(
+    units: Sequence[Unit], jobs: int = 1, on_done: Callable[[UnitResult], None] | None = None
+) -> list[UnitResult]:
+    """Run units, in ``jobs`` worker processes when > 1; results come back in input order."""
+    return parallel_map(run_unit, units, jobs, on_done=on_done, cost=_cost)
 
 
 def _cost(unit: Unit) -> float:

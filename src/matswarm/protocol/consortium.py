@@ -18,6 +18,7 @@ import numpy as np
 from matswarm.aggregation import AggregationRule
 from matswarm.algorithms import FederatedAlgorithm
 from matswarm.ledger import Ledger
+from matswarm.models import ModelSpec
 from matswarm.models.base import RegressionModel
 from matswarm.protocol.aggregator import Aggregator
 from matswarm.protocol.archive import build_archive
@@ -124,7 +125,7 @@ def trusted_engine(
     engine: RoundEngine,
     consortium: Consortium,
     *,
-    model_spec_dict: dict,
+    model_spec: ModelSpec,
     algorithm: FederatedAlgorithm,
     rule: AggregationRule,
     seed: int,
@@ -133,18 +134,15 @@ def trusted_engine(
     name: str = "task",
 ) -> tuple[RoundEngine, TaskSpec, bytes]:
     """Attach the trust layer to an in-process engine: create the task, one agent per org."""
-    participants = [p.name for p in engine.participants]
-    spec = TaskSpec(
-        name=name,
-        participants=tuple(participants),
-        model=model_spec_dict,
-        algorithm=algorithm.name,
-        algorithm_params=algorithm.get_params(),
-        rule=rule.name,
-        rule_params=dict(rule.params),
-        seed=seed,
-        schema=schema,
-        initial_model_sha256=vector_hash(engine.run_state.initial_global),
+    spec = TaskSpec.for_run(
+        name,
+        [p.name for p in engine.participants],
+        model_spec,
+        algorithm,
+        rule,
+        seed,
+        schema,
+        vector_hash(engine.run_state.initial_global),
         encrypt_updates=settings.encrypt_updates,
         attested_training=settings.attested_training,
     )
