@@ -28,7 +28,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +95,7 @@ def _trusted(cfg: ExperimentConfig, ds: Any, method: str, workdir: Path) -> tupl
     engine, spec, task_id = trusted_engine(
         engine,
         consortium,
-        model_spec_dict=asdict(cfg.model),
+        model_spec=cfg.model,
         algorithm=algo,
         rule=rule,
         seed=0,
