@@ -212,7 +212,7 @@ def test_unregistered_node_is_refused(cluster):
 
 
 def test_three_rounds_over_tls_match_inprocess(cluster, org_files):
-    spec = make_spec(org_files, "fedavg", task="deploy-fedavg", round_deadline_s=60)
+    spec = make_spec(org_files, "fedavg", task="deploy-fedavg", round_deadline_s=120)
     expected = inprocess_hashes(org_files, spec)
     task_id = None
     if cluster["ledger"] is not None:  # CI: always (anvil is installed there)
@@ -235,7 +235,7 @@ def test_three_rounds_over_tls_match_inprocess(cluster, org_files):
 
 
 def test_killed_node_is_a_recorded_dropout_and_the_task_finishes(cluster, org_files):
-    spec = make_spec(org_files, "fedavg", rounds=4, task="deploy-dropout", round_deadline_s=15)
+    spec = make_spec(org_files, "fedavg", rounds=4, task="deploy-dropout", round_deadline_s=20)
     proc = _task_run(cluster, spec, "deploy-dropout")
     status = cluster["dir"] / "deploy-dropout.status.json"
     victim = cluster["nodes"]["org3"]

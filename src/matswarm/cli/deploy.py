@@ -87,6 +87,13 @@ def node_start(
         str | None, typer.Option(help="Trusted tasks: the consortium's SwarmLedger address.")
     ] = None,
     chain_id: Annotated[int | None, typer.Option(help="Trusted tasks: the chain id.")] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="in-node: answer messages in this process (default; the coordinator's app "
+            "bundle is never run); flower: Flower's process per message running the shim."
+        ),
+    ] = "in-node",
 ) -> None:
     """Run the org's long-lived node and its Flower SuperNode until stopped (Ctrl-C).
 
@@ -100,6 +107,8 @@ def node_start(
         fail("--root-cert is required (or --insecure for a local test)")
     if not data.exists():
         fail(f"{data}: file not found")
+    if executor not in ("in-node", "flower"):
+        fail(f"--executor must be in-node or flower, got {executor!r}")
     trust = None
     trust_opts = (identity, ledger, contract, chain_id)
     if any(o is not None for o in trust_opts):
@@ -117,6 +126,7 @@ def node_start(
         root_cert=None if insecure else root_cert,
         auth_key=key,
         trust=trust,
+        executor=executor,
     )
     if code == 305:  # Flower's "failed to activate SuperNode" (exit statuses stop at 255)
         fail(
