@@ -100,3 +100,31 @@ def test_trusted_dropout_is_recorded_on_the_ledger(consortium, org_files, tmp_pa
         info = consortium["ledger"].round_info(task_id, r)
         assert info.final_hash.hex() == h
         assert info.missing == (() if r == 1 else (org3,))
+
+
+def test_restarted_node_rejoins_at_the_ledger_finalised_model(
+    consortium, org_files, tmp_path, monkeypatch
+):
+    """org3's node process dies after round 1 and a fresh one (no memory of the task) comes
+    back after round 2: it accepts round 3's start model only because the ledger finalised it."""
+    monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
+    spec = make_spec(org_files, "fedavg", rounds=4, task="trusted-rejoin", round_deadline_s=2.0)
+    spec, task_id = _trusted_spec(consortium, spec, round_duration_s=6)
+    services = _services(consortium, org_files, tmp_path)
+    fresh = _services(consortium, {"org3": org_files["org3"]}, tmp_path / "restarted")["org3"]
+    with InProcessCluster(services, tmp_path) as cluster:
+
+        def notify(line: str) -> None:
+            if "round 1 of 4 final" in line:
+                cluster.grid.disconnect(cluster.node_ids["org3"])
+            if "round 2 of 4 final" in line:
+                cluster.add("org3", fresh)
+
+        result = cluster.coordinator(spec, notify=notify).run()
+    assert [len(r["participants"]) for r in result.rounds] == [3, 2, 3, 3]
+    assert result.dropouts == {2: ["org3"]}
+    joined = fresh.tasks["trusted-rejoin"]
+    assert (joined.latest_round, joined.agent.name) == (4, "org3")
+    org3 = consortium["ids"]["org3"].evm_address
+    assert org3 in consortium["ledger"].round_info(task_id, 3).commitments
+    assert consortium["ledger"].round_info(task_id, 4).final_hash.hex() == result.hashes[-1]
