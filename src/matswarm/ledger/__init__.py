@@ -34,6 +34,13 @@ Backends, chosen by configuration only (same bytecode, ABI, gas and events):
     forge or rewrite the record. The recipe is in ``PRODUCTION.md`` next to this
     file: documented, not tested here.
 
+Batches: ``ledger.send_batch([org.tx.commit_update(...) for org in views])`` (or a
+:class:`Batch`) sends several views' transactions together, each still signed by its
+own org and checked by the contract in order. The embedded chain mines them as one
+block (one state root, one durable commit: most of its cost per transaction); a
+JSON-RPC chain gets them all before the first receipt is awaited. Failures come back
+per call (:class:`BatchError`), with the contract's reason.
+
 Keys: transactions are signed locally with the org's EVM key (a ``LocalAccount``
 or raw private key supplied by :mod:`matswarm.trust`); the ledger never stores,
 logs or prints it.

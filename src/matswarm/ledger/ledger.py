@@ -522,7 +522,9 @@ class Ledger:
         Every call that can be sent is sent, even when another fails. If any
         failed (reverted, or refused by the chain), :class:`BatchError` is raised
         after the block is mined; its ``outcomes`` hold each call's
-        :class:`TxResult` or error, in order.
+        :class:`TxResult` or error, in order. A view with :attr:`preflight` on
+        pre-flights its call on the state *before* the batch, so a call that only
+        succeeds after an earlier call of the same batch needs ``preflight`` off.
         """
         outcomes = self._send_all(calls)
         if any(isinstance(o, LedgerError) for o in outcomes):
