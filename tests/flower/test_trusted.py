@@ -128,3 +128,36 @@ def test_restarted_node_rejoins_at_the_ledger_finalised_model(
     org3 = consortium["ids"]["org3"].evm_address
     assert org3 in consortium["ledger"].round_info(task_id, 3).commitments
     assert consortium["ledger"].round_info(task_id, 4).final_hash.hex() == result.hashes[-1]
+
+
+class _CoordinatorCrash(RuntimeError):
+    pass
+
+
+def test_restarted_coordinator_resumes_after_the_last_finalised_round(
+    consortium, org_files, tmp_path, monkeypatch
+):
+    """The coordinator dies after round 2; a new one (same run spec, same nodes) continues at
+    round 3 with no lost or repeated round, and the four hashes are the uninterrupted run's."""
+    monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
+    spec = make_spec(org_files, "fedavg", rounds=4, task="trusted-resume")
+    expected = inprocess_hashes(org_files, spec)
+    spec, task_id = _trusted_spec(consortium, spec)
+    with InProcessCluster(_services(consortium, org_files, tmp_path), tmp_path) as cluster:
+
+        def crash(line: str) -> None:
+            if "round 2 of 4 final" in line:
+                raise _CoordinatorCrash(line)
+
+        first = cluster.coordinator(spec, notify=crash)
+        with pytest.raises(_CoordinatorCrash):
+            first.run()
+        lines: list[str] = []
+        second = cluster.coordinator(spec, notify=lines.append).run()
+    assert [r["global_hash"] for r in first.result.rounds] == expected[:2]
+    assert second.resumed_from == 2
+    assert [r["round"] for r in second.rounds] == [3, 4]
+    assert second.hashes == expected[2:]
+    assert any("resuming after round 2" in line for line in lines)
+    ledger = consortium["ledger"]
+    assert [ledger.round_info(task_id, r).final_hash.hex() for r in (1, 2, 3, 4)] == expected

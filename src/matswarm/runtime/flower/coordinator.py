@@ -148,6 +148,7 @@ class TaskResult:
     rounds: list[dict] = field(default_factory=list)
     dropouts: dict[int, list[str]] = field(default_factory=dict)
     final_hash: str = ""
+    resumed_from: int = 0
     run: object = None  # matswarm.protocol.TaskRun
 
     @property
@@ -160,6 +161,7 @@ class TaskResult:
             "rounds": self.rounds,
             "dropouts": {str(k): v for k, v in self.dropouts.items()},
             "final_hash": self.final_hash,
+            "resumed_from": self.resumed_from,
         }
 
 
@@ -198,6 +200,9 @@ class FlowerCoordinator:
         self._dead_nodes: set[int] = set()
         self._hello_pending: dict[str, int] = {}  # message id -> node id
         self._stats: dict[str, Payload] = {}
+        self._hellos: dict[str, Payload] = {}
+        self.resumed_from = 0  # last round finalised before this coordinator started
+        self._resume_model: np.ndarray | None = None
         self.refusals: dict[str, str] = {}
         self.envelopes: dict[int, dict[str, np.ndarray]] = {}  # round -> org -> sealed update
         self.ledger_grace_s = 60.0  # extra wait for ledger transactions in a trusted round
@@ -280,6 +285,7 @@ class FlowerCoordinator:
             org.node_id = int(key)
             org.joined = False
             self._stats[name] = rep
+            self._hellos[name] = rep
 
     def setup(self) -> None:
         """Map orgs to nodes, gather scaling statistics from every org, and join them all."""
@@ -306,11 +312,43 @@ class FlowerCoordinator:
             for k in ("x_sum", "x_sumsq", "y_sum", "y_sumsq"):
                 stats.arrays[f"{k}_{i}"] = rep.arrays[k]
         self.stats = stats
-        self._join(list(self.orgs.values()), t_end)
+        self._find_resume_point()
+        self._join([o for o in self.orgs.values() if not o.joined], t_end)
         missing = [o.name for o in self.orgs.values() if not o.joined]
         if missing:
             why = self.refusals.get(missing[0], "no answer")
             raise OrgUnavailable(missing[0], f"did not join: {why}")
+
+    def _find_resume_point(self) -> None:
+        """A trusted task that already ran rounds (this coordinator restarted): continue after
+        the last round a quorum of nodes finalised with the same model. Nodes that kept the
+        task keep their state (model, optimiser, aggregator replica); nothing is redone."""
+        if not self.spec.trust:
+            return
+        votes: dict[tuple[int, str], list[str]] = {}
+        for name, rep in self._hellos.items():
+            if rep.config.get("joined") and int(rep.config.get("latest_round", 0)) > 0:
+                key = (int(rep.config["latest_round"]), str(rep.config["latest_hash"]))
+                votes.setdefault(key, []).append(name)
+        agreed = [k for k, names in votes.items() if len(names) >= self.spec.effective_quorum]
+        if not agreed:
+            return
+        from matswarm.protocol import vector_hash
+
+        k, h = max(agreed)
+        model = np.asarray(self._hellos[votes[(k, h)][0]].arrays["latest"], dtype=np.float32)
+        if vector_hash(model) != h:
+            raise RuntimeError(f"a node reported round {k}'s model with a wrong hash")
+        self.resumed_from, self._resume_model = k, model
+        self.result.resumed_from = k
+        for name, rep in self._hellos.items():  # keep every node that still has the task
+            if rep.config.get("joined"):
+                self.orgs[name].joined = True
+                self.orgs[name].n_samples = int(rep.config["n_samples"])
+        self.notify(
+            f"[{self.spec.task}] resuming after round {k} ({h[:12]}…), finalised by "
+            f"{', '.join(votes[(k, h)])}"
+        )
 
     def _join(self, orgs: Iterable[OrgState], deadline: float) -> None:
         assert self.stats is not None
@@ -451,6 +489,9 @@ class FlowerCoordinator:
         )
         self.engine = engine
         q = spec.effective_quorum
+        if self._resume_model is not None:
+            engine.run_state.global_params = self._resume_model.copy()
+            start_round = max(start_round, self.resumed_from + 1)
         for t in range(start_round, algo.rounds + 1):
             self._round = t
             self.readmit()

@@ -45,6 +45,11 @@ class _Joined:
     agent: object = None  # matswarm.protocol.trusted.OrgAgent (trusted tasks)
     latest: np.ndarray | None = None  # latest global model this node finalised itself
     latest_round: int = 0
+    # Replies of the last train/aggregate, keyed by (round, start model hash) / round: a
+    # coordinator that restarts mid-round asks again and gets the very same answer (the
+    # commitment on the ledger is for that update), never a second training step.
+    last_train: tuple[tuple[int, str], Payload] | None = None
+    last_aggregate: tuple[int, Payload] | None = None
 
 
 def stats_payload(x_stats, y_stats) -> Payload:
@@ -144,6 +149,15 @@ class OrgService:
                 "last_round": joined.last_round if joined else 0,
             }
         )
+        if joined is not None:
+            out.config["n_samples"] = int(joined.node.n_samples)  # type: ignore[attr-defined]
+            if joined.agent is not None and joined.latest is not None:
+                # Progress of a trusted task: the last round this node finalised and voted.
+                from matswarm.protocol import vector_hash
+
+                out.config["latest_round"] = joined.latest_round
+                out.config["latest_hash"] = vector_hash(joined.latest)
+                out.arrays["latest"] = np.asarray(joined.latest, dtype=np.float32)
         if "spec" in p.config:
             spec = self._spec(p)  # refuses (with the reason) a task this node must not run
             X, y = self._encoded(spec)
@@ -198,6 +212,11 @@ class OrgService:
         if p.config.get("ring_in"):
             ring_in = RingMessage(p.opt_array("ring_stats"), p.opt_array("ring_params"))
         start = p.array("start")
+        from matswarm.protocol import vector_hash
+
+        key = (round_, vector_hash(start))
+        if joined.last_train is not None and joined.last_train[0] == key:
+            return joined.last_train[1]
         if joined.agent is not None:
             self._check_start(joined, round_, start)
         res = joined.node.train(round_, start, ring_in)  # type: ignore[attr-defined]
@@ -209,6 +228,7 @@ class OrgService:
             sealed = trusted_train(joined, joined.agent, round_, start, res)
             out.config.update(sealed.config)
             out.arrays.update(sealed.arrays)
+        joined.last_train = (key, out)
         return out
 
     def _check_start(self, joined: _Joined, round_: int, start: np.ndarray) -> None:
@@ -238,12 +258,15 @@ class OrgService:
         if joined is None or joined.agent is None:
             raise NodeRefusal(f"{self.org} has no trusted task {p.config['task']!r}")
         round_ = int(p.config["round"])
+        if joined.last_aggregate is not None and joined.last_aggregate[0] == round_:
+            return joined.last_aggregate[1]
         if round_ != joined.latest_round + 1:
             raise NodeRefusal(
                 f"aggregate for round {round_}, but this node is at round {joined.latest_round + 1}"
             )
         new_global, out = trusted_aggregate(joined.agent, round_, joined.latest, p)
         joined.latest, joined.latest_round = new_global, round_
+        joined.last_aggregate = (round_, out)
         return out
 
     def _on_finish(self, p: Payload) -> Payload:
