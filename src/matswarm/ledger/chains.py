@@ -319,11 +319,12 @@ class EmbeddedChain(Chain):
         if base.transactions:  # pragma: no cover - only our own code mines this chain
             raise LedgerError("the pending block already holds transactions")
         header = base.header
+        builder = vm.get_transaction_builder()
         outcomes: list[TxReceipt | LedgerError | None] = [None] * len(raws)
         applied: list[tuple[int, Any, Any, Any]] = []
         for slot, raw in enumerate(raws):
             try:
-                tx = self._decode_checked(raw)
+                tx = self._decode_checked(raw, builder)
                 receipt, computation = vm.apply_transaction(header, tx)
             except TransactionRejected as exc:
                 outcomes[slot] = exc
@@ -394,13 +395,13 @@ class EmbeddedChain(Chain):
             fields["revertReason"] = _revert_string(computation)
         return AttributeDict(fields), log_index
 
-    def _decode_checked(self, raw: bytes) -> Any:
+    def _decode_checked(self, raw: bytes, builder: Any) -> Any:
         # eth-tester would mine a transaction signed for another chain; a real
         # node refuses it ("invalid chain id for signer"), and so do we.
         from eth_utils import ValidationError
 
         try:
-            tx = self.chain.get_vm().get_transaction_builder().decode(raw)
+            tx = builder.decode(raw)
         except (ValidationError, ValueError) as exc:
             raise TransactionRejected(f"undecodable transaction: {exc}") from exc
         tx_chain = getattr(tx, "chain_id", None)
