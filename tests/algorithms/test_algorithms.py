@@ -110,8 +110,9 @@ def test_matswarm_objective_terms():
 def test_matswarm_ring_statistics_need_enough_rows():
     from matswarm.data import StandardizedOrg
 
-    algo = MatSwarm(**SMALL)
+    algo = MatSwarm(gamma=0.5, **SMALL)
     model = ModelSpec("mlp", hidden=8).build(4)
+    assert MatSwarm(**SMALL).ring_message(model, None) is None  # gamma = 0: nothing to send
     tiny = StandardizedOrg("tiny", np.zeros((10, 4), np.float32), np.zeros(10, np.float32))
     with pytest.raises(ValueError, match="needs at least 16"):
         algo.ring_message(model, tiny)
@@ -122,7 +123,7 @@ def test_matswarm_ring_statistics_need_enough_rows():
     )
     msg = algo.ring_message(model, ok)
     assert msg.statistics.shape == (8, 8) and msg.params is None
-    assert MatSwarm(handoff="model", **SMALL).ring_message(model, ok).params is not None
+    assert MatSwarm(gamma=0.5, handoff="model", **SMALL).ring_message(model, ok).params is not None
 
 
 def test_matswarm_docstring_explains_u_and_boundary():

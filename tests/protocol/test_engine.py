@@ -40,7 +40,7 @@ def test_ring_order_and_closing_handoff(small_synthetic):
     eng = build_engine(
         small_synthetic,
         SPEC,
-        make_algorithm("matswarm", **SMALL),
+        make_algorithm("matswarm", gamma=0.5, **SMALL),
         make_rule("mean"),
         seed=0,
         hooks=rec,

@@ -26,7 +26,10 @@ def run_trusted(
     seed=0,
     finish=True,
 ):
-    algo = make_algorithm(algorithm, rounds=rounds, local_steps=4, lr=1e-2, batch_size=32)
+    # MatSwarm with the paper's alignment weight, so ring intermediates really travel (sealed,
+    # encrypted to the successor, verified on arrival).
+    extra = {"gamma": 0.5} if algorithm == "matswarm" else {}
+    algo = make_algorithm(algorithm, rounds=rounds, local_steps=4, lr=1e-2, batch_size=32, **extra)
     cons = Consortium.embedded(workdir, ds.org_names)
     eng = build_engine(ds, SPEC, algo, make_rule(rule), seed)
     eng, spec, task_id = trusted_engine(

@@ -19,7 +19,7 @@ def test_trusted_run_has_the_plain_runs_hashes_and_verifies(trusted_run, small_s
     plain = build_engine(
         small_synthetic,
         SPEC,
-        make_algorithm("matswarm", rounds=3, local_steps=4, lr=1e-2, batch_size=32),
+        make_algorithm("matswarm", rounds=3, local_steps=4, lr=1e-2, batch_size=32, gamma=0.5),
         make_rule("mean"),
         0,
     ).run()

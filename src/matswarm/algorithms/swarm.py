@@ -130,6 +130,10 @@ class MatSwarm(FederatedAlgorithm):
         return objective
 
     def ring_message(self, model: RegressionModel, data: StandardizedOrg) -> RingMessage | None:
+        params = model.get_flat() if self.handoff == "model" else None
+        if self.gamma == 0:
+            # Nothing to align: no statistics are computed or sent.
+            return None if params is None else RingMessage(None, params)
         h_rows = self.min_rows_for_statistics
         model.eval()
         with torch.no_grad():
@@ -141,5 +145,4 @@ class MatSwarm(FederatedAlgorithm):
                 f"needs at least {needed} so no row can be recovered from it"
             )
         stats = representation_covariance(u).numpy().astype(np.float32)
-        params = model.get_flat() if self.handoff == "model" else None
         return RingMessage(stats, params)
