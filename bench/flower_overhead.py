@@ -31,6 +31,7 @@ import pandas as pd
 from matswarm.experiments.compare import load_data
 from matswarm.experiments.config import ExperimentConfig
 from matswarm.protocol import Aggregator, OrgNode, RoundEngine
+from matswarm.protocol.spec import TaskSpec
 from matswarm.runtime import configure_torch
 from matswarm.runtime.flower.deploy import (
     ControlClient,
@@ -41,7 +42,7 @@ from matswarm.runtime.flower.deploy import (
     superlink_argv,
     wait_port,
 )
-from matswarm.runtime.flower.spec import TaskSpec
+from matswarm.runtime.flower.spec import make_task_spec
 
 CLI = [sys.executable, "-m", "matswarm.cli.main"]
 
@@ -62,15 +63,15 @@ def demo_task(directory: Path, algorithm: str, rounds: int) -> tuple[TaskSpec, d
         "unit": ds.schema.unit,
         "features": list(ds.schema.features),
     }
-    spec = TaskSpec(
-        task=f"bench-{algorithm}",
-        schema=schema,
-        orgs=tuple(files),
-        algorithm=algorithm,
+    spec = make_task_spec(
+        f"bench-{algorithm}",
+        list(files),
+        schema,
+        algorithm,
+        rounds=rounds,
         model={"name": "mlp"},
         seed=0,
-        rounds=rounds,
-        round_deadline_s=300,
+        relay_deadline_s=300,
     )
     return spec, files
 
@@ -84,7 +85,7 @@ def inprocess(spec: TaskSpec, files: dict[str, Path]) -> tuple[list[float], list
         spec.schema["target"],
         unit=spec.schema["unit"],
     )
-    algo, model = spec.make_algorithm(), spec.make_model_spec()
+    algo, model = spec.build_algorithm(), spec.model_spec()
     d = ds.schema.n_features
     initial = model.build(d, spec.seed).get_flat()
     nodes = [
@@ -92,7 +93,7 @@ def inprocess(spec: TaskSpec, files: dict[str, Path]) -> tuple[list[float], list
         for i, o in enumerate(ds.standardized_orgs())
     ]
     engine = RoundEngine(
-        spec.task, algo, Aggregator(algo, spec.make_rule(), list(files), initial), nodes, initial
+        spec.name, algo, Aggregator(algo, spec.build_rule(), list(files), initial), nodes, initial
     )
     times, hashes = [], []
     for t in range(1, algo.rounds + 1):
@@ -200,7 +201,7 @@ def main() -> None:
     med_fl = statistics.median(fl_t)
     print(
         f"machine: {platform.node()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
-        f"task {spec.task}: {len(spec.orgs)} orgs, {args.rounds} rounds"
+        f"task {spec.name}: {len(spec.participants)} orgs, {args.rounds} rounds"
     )
     print(f"round hashes equal: {local_h == fl_h}")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from matswarm.data import build_dataset, read_table
-from matswarm.runtime.flower.spec import TaskSpec
+from matswarm.protocol.spec import TaskSpec
+from matswarm.runtime.flower.spec import make_task_spec
 
 
 def dataset_of(files: dict[str, Path]):
@@ -13,18 +14,20 @@ def dataset_of(files: dict[str, Path]):
 
 
 def make_spec(files, algorithm="fedavg", rounds=3, **kw) -> TaskSpec:
+    """A task spec over ``files`` (``round_deadline_s``: the relay's deadline, default 60 s)."""
     ds = dataset_of(files)
     params = {"local_steps": 4, "batch_size": 32, "lr": 3e-3}
     params.update(kw.pop("algorithm_params", {}))
-    return TaskSpec(
-        task=kw.pop("task", f"test-{algorithm}"),
-        schema=ds.schema.to_dict(),
-        orgs=tuple(ds.org_names),
-        algorithm=algorithm,
+    return make_task_spec(
+        kw.pop("task", f"test-{algorithm}"),
+        ds.org_names,
+        ds.schema.to_dict(),
+        algorithm,
         algorithm_params=params,
+        rounds=rounds,
         model={"name": "mlp", "hidden": 16, "layers": 3},
         seed=kw.pop("seed", 3),
-        rounds=rounds,
+        relay_deadline_s=kw.pop("round_deadline_s", 60.0),
         **kw,
     )
 
@@ -34,9 +37,9 @@ def inprocess_hashes(files, spec: TaskSpec) -> list[str]:
 
     run = run_federated(
         dataset_of(files),
-        spec.make_model_spec(),
-        spec.make_algorithm(),
-        spec.make_rule(),
+        spec.model_spec(),
+        spec.build_algorithm(),
+        spec.build_rule(),
         spec.seed,
     )
     return [r.global_hash for r in run.history]
@@ -67,24 +70,20 @@ def make_consortium(names, directory: Path, node_url: str, passphrase: str = "te
 
 
 def trusted_spec(ledger, ids, spec: TaskSpec, round_duration_s: int = 120):
-    """Create ``spec``'s task on the ledger (issuer: the first org); the spec to relay."""
-    from matswarm.runtime.flower.trust import protocol_spec_for, runtime_spec_from_protocol
+    """Create ``spec``'s task on the ledger (issuer: the first org) with a ``round_duration_s``
+    commit window (the relay keeps ``spec``'s deadline). Returns ``(spec, task_id)``: the spec
+    the ledger records, which the coordinator relays with the task id."""
+    import dataclasses
 
-    ps = protocol_spec_for(spec, round_duration_s=round_duration_s)
-    task_id = ledger.with_account(ids[spec.orgs[0]].evm_account()).create_task(
-        [ids[n].evm_address for n in spec.orgs],
-        spec_hash=ps.digest(),
-        train_code_hash=bytes.fromhex(ps.train_code_sha256),
-        agg_code_hash=bytes.fromhex(ps.agg_code_sha256),
-        rounds=ps.rounds,
-        round_duration_s=ps.round_duration_s,
+    spec = dataclasses.replace(
+        spec, round_duration_s=round_duration_s, relay_deadline_s=spec.round_deadline_s
     )
-    # What `matswarm task spec --protocol-spec ... --task-id ...` writes for the relay.
-    relayed = runtime_spec_from_protocol(
-        ps.to_json(),
-        "0x" + task_id.hex(),
-        round_deadline_s=spec.round_deadline_s,
-        quorum=spec.quorum,
+    task_id = ledger.with_account(ids[spec.participants[0]].evm_account()).create_task(
+        [ids[n].evm_address for n in spec.participants],
+        spec_hash=spec.digest(),
+        train_code_hash=bytes.fromhex(spec.train_code_sha256),
+        agg_code_hash=bytes.fromhex(spec.agg_code_sha256),
+        rounds=spec.rounds,
+        round_duration_s=spec.round_duration_s,
     )
-    assert relayed.make_algorithm().get_params() == spec.make_algorithm().get_params()
-    return relayed, task_id
+    return spec, task_id

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from tests.flower.helpers import make_spec
 from typer.testing import CliRunner
 
 from matswarm.cli.main import app
-from matswarm.runtime.flower.spec import TaskSpec, code_hashes
-from matswarm.runtime.flower.trust import protocol_spec_for
+from matswarm.protocol import vector_hash
+from matswarm.protocol.spec import TaskSpec, aggregation_code_hash, training_code_hash
 
 runner = CliRunner()
 
@@ -30,32 +29,6 @@ def test_task_spec_from_options_pins_installed_code(org_files, tmp_path):
             "fedavg",
             "--rounds",
             "5",
-            "-o",
-            str(out),
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    spec = TaskSpec.from_json(out.read_text())
-    assert spec.orgs == ("org1", "org2", "org3") and spec.rounds == 5
-    assert spec.code == code_hashes()
-    assert "sample_id" not in spec.schema["features"] and len(spec.schema["features"]) == 8
-
-
-def test_task_spec_from_a_ledger_task(org_files, tmp_path):
-    spec = make_spec(org_files, "fedavg", task="from-ledger")
-    proto = tmp_path / "proto.json"
-    proto.write_bytes(protocol_spec_for(spec).to_json())
-    out = tmp_path / "t.json"
-    res = runner.invoke(
-        app,
-        [
-            "task",
-            "spec",
-            "x",
-            "--protocol-spec",
-            str(proto),
-            "--task-id",
-            "0x" + "ab" * 32,
             "--deadline",
             "30",
             "-o",
@@ -63,15 +36,14 @@ def test_task_spec_from_a_ledger_task(org_files, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    relayed = TaskSpec.from_json(out.read_text())
-    assert relayed.trust["task_id"] == "ab" * 32
-    assert relayed.make_algorithm().get_params() == spec.make_algorithm().get_params()
-    assert (relayed.task, relayed.orgs, relayed.seed, relayed.round_deadline_s) == (
-        "from-ledger",
-        spec.orgs,
-        spec.seed,
-        30.0,
-    )
+    spec = TaskSpec.from_json(out.read_text())  # the one task spec (what a ledger records)
+    assert spec.participants == ("org1", "org2", "org3") and spec.rounds == 5
+    assert spec.train_code_sha256 == training_code_hash()
+    assert spec.agg_code_sha256 == aggregation_code_hash()
+    assert "sample_id" not in spec.schema["features"] and len(spec.schema["features"]) == 8
+    assert vector_hash(spec.initial_params()) == spec.initial_model_sha256
+    assert (spec.round_deadline_s, spec.effective_quorum) == (30.0, 2)
+    assert spec.digest().hex()[:12] in res.output
 
 
 def test_task_spec_needs_orgs_and_schema(tmp_path):

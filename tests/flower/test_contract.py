@@ -26,11 +26,11 @@ def test_round_hashes_bit_identical_to_inprocess(org_files, tmp_path, algorithm,
     assert result.hashes == expected
     assert len(set(expected)) == 3  # the model moves every round
     assert result.dropouts == {}
-    assert all(r["participants"] == list(spec.orgs) for r in result.rounds)
+    assert all(r["participants"] == list(spec.participants) for r in result.rounds)
 
 
 def test_node_refuses_task_with_other_code(org_files, tmp_path):
-    spec = make_spec(org_files, code={"train": "0" * 64, "aggregation": "1" * 64})
+    spec = make_spec(org_files, train_code_sha256="0" * 64, agg_code_sha256="1" * 64)
     from matswarm.runtime.flower.coordinator import OrgUnavailable
 
     with pytest.raises(OrgUnavailable, match="task code does not match the installed matswarm"):
@@ -42,7 +42,7 @@ def test_final_model_stored_by_every_node(org_files, tmp_path):
     svcs = {n: OrgService(n, p, workdir=tmp_path / n) for n, p in org_files.items()}
     result, _ = run_inprocess(spec, svcs, tmp_path)
     for n in org_files:
-        g = np.load(tmp_path / n / "models" / f"{spec.task}-global.npy")
+        g = np.load(tmp_path / n / "models" / f"{spec.name}-global.npy")
         from matswarm.protocol import vector_hash
 
         assert vector_hash(g) == result.final_hash == result.hashes[-1]

@@ -181,9 +181,11 @@ def cluster(org_files, tmp_path_factory):
             anvil.stop()
 
 
-def _task_run(cluster, spec, name: str, timeout: float = 240) -> subprocess.Popen:
+def _task_run(
+    cluster, spec, name: str, timeout: float = 240, task_id: bytes | None = None
+) -> subprocess.Popen:
     task = cluster["dir"] / f"{name}.json"
-    task.write_text(spec.to_json())
+    task.write_bytes(spec.to_json())
     return subprocess.Popen(
         [
             *CLI,
@@ -196,6 +198,7 @@ def _task_run(cluster, spec, name: str, timeout: float = 240) -> subprocess.Pope
             str(cluster["ca"]),
             "--timeout",
             str(timeout),
+            *(["--task-id", "0x" + task_id.hex()] if task_id is not None else []),
         ],
         env=cluster["env"],
         stdout=subprocess.PIPE,
@@ -217,7 +220,7 @@ def test_three_rounds_over_tls_match_inprocess(cluster, org_files):
     task_id = None
     if cluster["ledger"] is not None:  # CI: always (anvil is installed there)
         spec, task_id = trusted_spec(cluster["ledger"], cluster["ids"], spec)
-    proc = _task_run(cluster, spec, "deploy-fedavg")
+    proc = _task_run(cluster, spec, "deploy-fedavg", task_id=task_id)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     result = json.loads((cluster["dir"] / "deploy-fedavg.result.json").read_text())

@@ -62,7 +62,9 @@ def test_trusted_task_hashes_equal_inprocess_and_are_final_on_ledger(
     monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
     spec, task_id = _trusted_spec(consortium, make_spec(org_files, "fedavg", task="trusted"))
     expected = inprocess_hashes(org_files, spec)
-    result, _ = run_inprocess(spec, _services(consortium, org_files, tmp_path), tmp_path)
+    result, _ = run_inprocess(
+        spec, _services(consortium, org_files, tmp_path), tmp_path, task_id=task_id.hex()
+    )
     assert result.hashes == expected
     ledger = consortium["ledger"]
     for r, h in enumerate(expected, start=1):
@@ -75,11 +77,15 @@ def test_node_refuses_trusted_task_whose_spec_differs_from_the_ledger(
     consortium, org_files, tmp_path, monkeypatch
 ):
     monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
-    spec, _ = _trusted_spec(consortium, make_spec(org_files, "fedavg", task="tampered"))
+    spec, task_id = _trusted_spec(consortium, make_spec(org_files, "fedavg", task="tampered"))
     tampered = dataclasses.replace(spec, seed=spec.seed + 1)  # the relay changes the run
     with pytest.raises(OrgUnavailable, match="differs from the task recorded on the ledger"):
         run_inprocess(
-            tampered, _services(consortium, org_files, tmp_path), tmp_path, join_timeout_s=30
+            tampered,
+            _services(consortium, org_files, tmp_path),
+            tmp_path,
+            task_id=task_id.hex(),
+            join_timeout_s=30,
         )
 
 
@@ -93,7 +99,7 @@ def test_trusted_dropout_is_recorded_on_the_ledger(consortium, org_files, tmp_pa
             if "round 1 of 3 final" in line:
                 cluster.grid.disconnect(cluster.node_ids["org3"])
 
-        result = cluster.coordinator(spec, notify=notify).run()
+        result = cluster.coordinator(spec, task_id=task_id.hex(), notify=notify).run()
     assert result.dropouts == {2: ["org3"], 3: ["org3"]}
     org3 = consortium["ids"]["org3"].evm_address
     for r, h in enumerate(result.hashes, start=1):
@@ -120,7 +126,7 @@ def test_restarted_node_rejoins_at_the_ledger_finalised_model(
             if "round 2 of 4 final" in line:
                 cluster.add("org3", fresh)
 
-        result = cluster.coordinator(spec, notify=notify).run()
+        result = cluster.coordinator(spec, task_id=task_id.hex(), notify=notify).run()
     assert [len(r["participants"]) for r in result.rounds] == [3, 2, 3, 3]
     assert result.dropouts == {2: ["org3"]}
     joined = fresh.tasks["trusted-rejoin"]
@@ -149,11 +155,11 @@ def test_restarted_coordinator_resumes_after_the_last_finalised_round(
             if "round 2 of 4 final" in line:
                 raise _CoordinatorCrash(line)
 
-        first = cluster.coordinator(spec, notify=crash)
+        first = cluster.coordinator(spec, task_id=task_id.hex(), notify=crash)
         with pytest.raises(_CoordinatorCrash):
             first.run()
         lines: list[str] = []
-        second = cluster.coordinator(spec, notify=lines.append).run()
+        second = cluster.coordinator(spec, task_id=task_id.hex(), notify=lines.append).run()
     assert [r["global_hash"] for r in first.result.rounds] == expected[:2]
     assert second.resumed_from == 2
     assert [r["round"] for r in second.rounds] == [3, 4]

@@ -228,7 +228,7 @@ def register_node(
 # -- task ----------------------------------------------------------------------------------------
 @task_app.command("spec")
 def task_spec(
-    name: Annotated[str, typer.Argument(help="Task name (ignored with --protocol-spec).")],
+    name: Annotated[str, typer.Argument(help="Task name.")],
     orgs: Annotated[
         str | None, typer.Option(help="Comma-separated org names, in ring order.")
     ] = None,
@@ -244,60 +244,47 @@ def task_spec(
     seed: Annotated[int, typer.Option()] = 0,
     deadline: Annotated[float, typer.Option(help="Round deadline, seconds.")] = 120.0,
     quorum: Annotated[int | None, typer.Option(help="Default: ceil(2n/3).")] = None,
-    protocol_spec: Annotated[
-        Path | None,
-        typer.Option(help="Trusted task: the spec JSON `matswarm task create` put on the ledger."),
-    ] = None,
-    task_id: Annotated[
-        str | None, typer.Option(help="Trusted task: its ledger task id (0x...).")
-    ] = None,
     out: Annotated[Path, typer.Option("-o", "--out")] = Path("task.json"),
 ) -> None:
-    """Write a run spec (JSON) pinned to this installation's code hashes: from options, or
-    for a trusted task from the spec recorded on the ledger (--protocol-spec, --task-id)."""
+    """Write a task spec (JSON) pinned to this installation's code hashes and to the initial
+    model built from the default model spec and --seed. A trusted task's spec is the one
+    `matswarm task create` put on the ledger: run that one with `task run --task-id`."""
     from matswarm.data import DataError, TaskSchema, read_table
-    from matswarm.runtime.flower.spec import SpecError, TaskSpec
+    from matswarm.runtime.flower.spec import SpecError, make_task_spec, spec_text
 
+    if orgs is None or schema_from is None:
+        fail("--orgs and --schema-from are required")
     try:
-        if protocol_spec is not None or task_id is not None:
-            if protocol_spec is None or task_id is None:
-                fail("--protocol-spec and --task-id go together")
-            from matswarm.runtime.flower.trust import runtime_spec_from_protocol
-
-            spec = runtime_spec_from_protocol(
-                protocol_spec.read_bytes(), task_id, round_deadline_s=deadline, quorum=quorum
-            )
-        else:
-            if orgs is None or schema_from is None:
-                fail("--orgs and --schema-from are required (or --protocol-spec/--task-id)")
-            schema = TaskSchema.infer(
-                read_table(schema_from), target, unit=unit, source=str(schema_from)
-            )
-            spec = TaskSpec(
-                task=name,
-                schema=schema.to_dict(),
-                orgs=tuple(o.strip() for o in orgs.split(",") if o.strip()),
-                algorithm=algorithm,
-                rule=rule,
-                seed=seed,
-                rounds=rounds,
-                quorum=quorum,
-                round_deadline_s=deadline,
-            )
-        spec.make_algorithm()
-        spec.make_rule()
+        schema = TaskSchema.infer(
+            read_table(schema_from), target, unit=unit, source=str(schema_from)
+        )
+        spec = make_task_spec(
+            name,
+            [o.strip() for o in orgs.split(",") if o.strip()],
+            schema.to_dict(),
+            algorithm,
+            rounds=rounds,
+            rule=rule,
+            seed=seed,
+            relay_deadline_s=deadline,
+            quorum=quorum,
+        )
     except (OSError, DataError, SpecError, ValueError) as exc:
         fail(str(exc))
-    out.write_text(json.dumps(json.loads(spec.to_json()), indent=1))
+    out.write_text(spec_text(spec, indent=1))
     console.print(
-        f"wrote {out} ({len(spec.orgs)} orgs, {len(spec.schema['features'])} features, "
-        f"{'trusted, ' if spec.trust else ''}spec sha256 {spec.digest()[:12]}…)"
+        f"wrote {out} ({len(spec.participants)} orgs, {len(spec.schema['features'])} features, "
+        f"spec sha256 {spec.digest().hex()[:12]}…)"
     )
 
 
 @task_app.command("run")
 def task_run(
     task: Annotated[Path, typer.Argument(help="Task spec JSON (matswarm task spec).")],
+    task_id: Annotated[
+        str | None,
+        typer.Option(help="Trusted task: its ledger task id (0x...); TASK is its ledger spec."),
+    ] = None,
     coordinator: Coordinator = "127.0.0.1:9092",
     root_cert: RootCert = None,
     insecure: Insecure = False,
@@ -312,10 +299,10 @@ def task_run(
 ) -> None:
     """Start TASK on the coordinator through the Control API and follow it to the end."""
     _flower()
-    from matswarm.runtime.flower.spec import SpecError, TaskSpec
+    from matswarm.runtime.flower.spec import SpecError, load_spec
 
     try:
-        spec = TaskSpec.from_json(task.read_text())
+        spec = load_spec(task.read_text())
     except (OSError, SpecError) as exc:
         fail(str(exc))
     status_file = (status_file or task.with_suffix(".status.json")).resolve()
@@ -325,11 +312,15 @@ def task_run(
     with _control(coordinator, root_cert, insecure) as cc:
         run_id = cc.start_run(
             spec,
+            task_id=task_id or "",
             status_file=str(status_file),
             result_file=str(result_file),
             stall_timeout=stall_timeout,
         )
-        console.print(f"run {run_id} started: task {spec.task}, {len(spec.orgs)} orgs")
+        console.print(
+            f"run {run_id} started: task {spec.name}, {len(spec.participants)} orgs"
+            + (f", ledger task {task_id}" if task_id else "")
+        )
         last = [""]
 
         def show(_status: str) -> None:

@@ -3,7 +3,9 @@
 A spec is canonical JSON; its sha256 is the ``spec_hash`` recorded on the ledger, and the JSON
 itself is kept in the artifact store, where its content id follows from that hash. It pins the
 model, algorithm, aggregation rule, participants (in stacking/ring order), rounds, seed, data
-schema, the initial model's hash and the code measurements of the training and aggregation code.
+schema, the initial model's hash and the code measurements of the training and aggregation code;
+for a relaying runtime (Flower) also the round deadline and quorum. Every runtime (in-process,
+ledger-backed, Flower) runs from this one spec.
 """
 
 from __future__ import annotations
@@ -57,12 +59,35 @@ class TaskSpec:
     agg_code_sha256: str = field(default_factory=aggregation_code_hash)
     matswarm_version: str = matswarm.__version__
     format: str = SPEC_FORMAT
+    #: A relaying coordinator (Flower) waits this many seconds for a round's updates, then goes on
+    #: with the orgs that delivered if they are at least the quorum. None: ``round_duration_s``.
+    relay_deadline_s: float | None = None
+    #: Updates a relayed round needs to go on without the missing orgs. None: ceil(2n/3), the
+    #: ledger's default quorum.
+    quorum: int | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.participants)) != len(self.participants) or not self.participants:
             raise ValueError(f"participants must be unique and non-empty: {self.participants}")
         if self.format != SPEC_FORMAT:
             raise ValueError(f"unsupported task spec format {self.format!r}")
+        if self.relay_deadline_s is not None and not self.relay_deadline_s > 0:
+            raise ValueError(f"relay_deadline_s must be > 0, got {self.relay_deadline_s}")
+        if self.quorum is not None and not 1 <= self.quorum <= len(self.participants):
+            raise ValueError(f"quorum must be in 1..{len(self.participants)}, got {self.quorum}")
+
+    @property
+    def round_deadline_s(self) -> float:
+        """Seconds a relay waits for a round's updates (``relay_deadline_s`` or the round's
+        duration on the ledger)."""
+        d = self.relay_deadline_s
+        return float(d if d is not None else self.round_duration_s)
+
+    @property
+    def effective_quorum(self) -> int:
+        from matswarm.ledger import default_quorum
+
+        return self.quorum if self.quorum is not None else default_quorum(len(self.participants))
 
     @property
     def rounds(self) -> int:
@@ -70,6 +95,11 @@ class TaskSpec:
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(**self.model)
+
+    def initial_params(self):
+        """The initial global model (flat float32), built from the model spec and the seed; its
+        ``vector_hash`` is what ``initial_model_sha256`` pins."""
+        return self.model_spec().build(len(self.schema["features"]), self.seed).get_flat()
 
     def build_algorithm(self) -> FederatedAlgorithm:
         algo = make_algorithm(self.algorithm, **self.algorithm_params)

@@ -1,6 +1,7 @@
 """The Flower runtime: the same round protocol across machines (optional extra ``flower``).
 
-* :mod:`.spec` - the task spec and the code hashes nodes check it against;
+* :mod:`.spec` - helpers around the one task spec (:class:`matswarm.protocol.spec.TaskSpec`):
+  code-hash and initial-model checks, JSON I/O;
 * :mod:`.node` - the org's long-lived node (:class:`OrgService`), served over :mod:`.channel`;
 * :mod:`.clientapp` - the Flower ClientApp, a shim forwarding messages to the node;
 * :mod:`.coordinator` / :mod:`.serverapp` - the untrusted relay driving the round engine;

@@ -7,7 +7,8 @@ a :class:`RemoteParticipant` of the one round engine: ``train`` is a ``train.loc
 to the org's node. For parallel algorithms all orgs are asked at once (the engine then reads the
 replies); for ring algorithms every hop is one message cycle (nodes cannot message each other).
 
-Deadlines and dropouts: a round has a deadline (``TaskSpec.round_deadline_s``). When it passes,
+Deadlines and dropouts: a round has a deadline (``TaskSpec.round_deadline_s``: the spec's
+``relay_deadline_s``, or its round duration). When it passes,
 the round proceeds with the orgs that answered if they are at least the quorum; the missing orgs
 are recorded (:attr:`TaskResult.dropouts`). With fewer than quorum the task waits, saying what it
 waits for ("2 of 3 updates for round 7; missing: org-c"), until ``stall_timeout_s``. An org whose
@@ -26,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from matswarm.protocol.spec import TaskSpec
 from matswarm.runtime.flower.codec import Payload, from_recorddict, to_recorddict
 from matswarm.runtime.flower.node import decode_result
-from matswarm.runtime.flower.spec import TaskSpec
+from matswarm.runtime.flower.spec import spec_text
 
 log = logging.getLogger("matswarm.coordinator")
 
@@ -173,6 +175,7 @@ class FlowerCoordinator:
         grid,
         spec: TaskSpec,
         *,
+        task_id: str | None = None,
         hooks=None,
         status_path: str | Path | None = None,
         stall_timeout_s: float | None = None,
@@ -183,6 +186,8 @@ class FlowerCoordinator:
     ):
         self.grid = grid
         self.spec = spec
+        #: Trusted task: its ledger task id (hex); nodes check the spec against the ledger's.
+        self.task_id = (task_id or "").removeprefix("0x")
         self.link = NodeLink(grid, poll_s)
         self.hooks = hooks
         self.status_path = Path(status_path) if status_path else None
@@ -192,9 +197,9 @@ class FlowerCoordinator:
         self.join_timeout_s = join_timeout_s
         self.probe_timeout_s = probe_timeout_s
         self.notify = notify or (lambda line: log.info("%s", line))
-        self.orgs = {name: OrgState(name) for name in spec.orgs}
+        self.orgs = {name: OrgState(name) for name in spec.participants}
         self.stats: Payload | None = None
-        self.result = TaskResult(spec.task)
+        self.result = TaskResult(spec.name)
         self.engine = None
         self._round = 0
         self._dead_nodes: set[int] = set()
@@ -206,14 +211,14 @@ class FlowerCoordinator:
         self.refusals: dict[str, str] = {}
         self.envelopes: dict[int, dict[str, np.ndarray]] = {}  # round -> org -> sealed update
         self.ledger_grace_s = 60.0  # extra wait for ledger transactions in a trusted round
-        if spec.trust and hooks is None:
+        if self.task_id and hooks is None:
             from matswarm.runtime.flower.trust import RelayHooks
 
             self.hooks = RelayHooks(self)
 
     # -- status -------------------------------------------------------------------------------
     def _status(self, state: str, waiting: str = "") -> None:
-        line = f"[{self.spec.task}] {state}" + (f": {waiting}" if waiting else "")
+        line = f"[{self.spec.name}] {state}" + (f": {waiting}" if waiting else "")
         self.notify(line)
         if self.status_path is not None:
             self.status_path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,11 +248,13 @@ class FlowerCoordinator:
             self._dead_nodes.add(org.node_id)
         org.joined = False
         org.node_id = None
-        self.notify(f"[{self.spec.task}] {org.name} dropped out: {reason}")
+        self.notify(f"[{self.spec.name}] {org.name} dropped out: {reason}")
 
     # -- discovery and setup ------------------------------------------------------------------
     def _spec_payload(self, extra: Payload | None = None) -> Payload:
-        p = Payload({"spec": self.spec.to_json(), "task": self.spec.task})
+        p = Payload({"spec": spec_text(self.spec), "task": self.spec.name})
+        if self.task_id:
+            p.config["task_id"] = self.task_id
         if extra is not None:
             p.config.update(extra.config)
             p.arrays.update(extra.arrays)
@@ -306,7 +313,7 @@ class FlowerCoordinator:
                 raise TaskStalled(f"setup: nodes not online: {', '.join(missing)}")
             time.sleep(0.2)
         stats = Payload()
-        for i, name in enumerate(self.spec.orgs):
+        for i, name in enumerate(self.spec.participants):
             rep = self._stats[name]
             stats.config[f"count_{i}"] = int(rep.config["count"])
             for k in ("x_sum", "x_sumsq", "y_sum", "y_sumsq"):
@@ -323,7 +330,7 @@ class FlowerCoordinator:
         """A trusted task that already ran rounds (this coordinator restarted): continue after
         the last round a quorum of nodes finalised with the same model. Nodes that kept the
         task keep their state (model, optimiser, aggregator replica); nothing is redone."""
-        if not self.spec.trust:
+        if not self.task_id:
             return
         votes: dict[tuple[int, str], list[str]] = {}
         for name, rep in self._hellos.items():
@@ -346,7 +353,7 @@ class FlowerCoordinator:
                 self.orgs[name].joined = True
                 self.orgs[name].n_samples = int(rep.config["n_samples"])
         self.notify(
-            f"[{self.spec.task}] resuming after round {k} ({h[:12]}…), finalised by "
+            f"[{self.spec.name}] resuming after round {k} ({h[:12]}…), finalised by "
             f"{', '.join(votes[(k, h)])}"
         )
 
@@ -356,7 +363,7 @@ class FlowerCoordinator:
         for name, rep in self.link.cycle(reqs, deadline).items():
             if "error" in rep.config:
                 self.refusals[name] = str(rep.config["error"])
-                self.notify(f"[{self.spec.task}] {name} refused to join: {rep.config['error']}")
+                self.notify(f"[{self.spec.name}] {name} refused to join: {rep.config['error']}")
                 continue
             self.orgs[name].n_samples = int(rep.config["n_samples"])
             self.orgs[name].joined = True
@@ -373,12 +380,12 @@ class FlowerCoordinator:
             self._join(back, time.monotonic() + self.probe_timeout_s)
             for o in back:
                 if o.joined:
-                    self.notify(f"[{self.spec.task}] {o.name} rejoined at round {self._round}")
+                    self.notify(f"[{self.spec.name}] {o.name} rejoined at round {self._round}")
 
     # -- training -----------------------------------------------------------------------------
     def _train_payload(self, round_: int, start: np.ndarray, ring_in) -> Payload:
         p = Payload(
-            {"task": self.spec.task, "round": round_},
+            {"task": self.spec.name, "round": round_},
             {"start": np.asarray(start, dtype=np.float32)},
         )
         if ring_in is not None:
@@ -420,11 +427,11 @@ class FlowerCoordinator:
         stall_end = self._round_started + self.stall_timeout_s
 
         def note(missing: set[str]) -> None:
-            absent = set(missing) | (set(self.spec.orgs) - {o.name for o in orgs})
-            have = len(self.spec.orgs) - len(absent)
+            absent = set(missing) | (set(self.spec.participants) - {o.name for o in orgs})
+            have = len(self.spec.participants) - len(absent)
             self._status(
                 "waiting",
-                f"{have} of {len(self.spec.orgs)} updates for round {round_}"
+                f"{have} of {len(self.spec.participants)} updates for round {round_}"
                 f"; missing: {', '.join(sorted(missing))}",
             )
 
@@ -440,17 +447,18 @@ class FlowerCoordinator:
                     )
                 )
             if len(got) < q:
-                missing = sorted(set(self.spec.orgs) - set(got))
+                missing = sorted(set(self.spec.participants) - set(got))
                 raise TaskStalled(
-                    f"{len(got)} of {len(self.spec.orgs)} updates for round "
+                    f"{len(got)} of {len(self.spec.participants)} updates for round "
                     f"{round_} (quorum {q}); missing: {', '.join(missing)}"
                 )
         if len(got) < len(orgs):
-            missing = sorted(set(self.spec.orgs) - set(got))
+            missing = sorted(set(self.spec.participants) - set(got))
             self._status(
                 "running",
-                f"round {round_} deadline: proceeding with {len(got)} of {len(self.spec.orgs)} "
-                f"updates (quorum {q}); missing: {', '.join(missing)}",
+                f"round {round_} deadline: proceeding with {len(got)} of "
+                f"{len(self.spec.participants)} updates (quorum {q}); "
+                f"missing: {', '.join(missing)}",
             )
         results = {}
         for name, rep in got.items():
@@ -472,20 +480,20 @@ class FlowerCoordinator:
 
         configure_torch()
         spec = self.spec
-        algo = spec.make_algorithm()
-        rule = spec.make_rule()
-        if len(spec.orgs) < rule.min_participants():
+        algo = spec.build_algorithm()
+        rule = spec.build_rule()
+        if len(spec.participants) < rule.min_participants():
             raise ValueError(
                 f"aggregation rule {rule.describe()} needs at least "
                 f"{rule.min_participants()} organisations"
             )
         self._status("setup")
         self.setup()
-        initial = spec.initial_global()
-        proxies = {name: RemoteParticipant(self, self.orgs[name]) for name in spec.orgs}
-        aggregator = Aggregator(algo, rule, list(spec.orgs), initial)
+        initial = spec.initial_params()
+        proxies = {name: RemoteParticipant(self, self.orgs[name]) for name in spec.participants}
+        aggregator = Aggregator(algo, rule, list(spec.participants), initial)
         engine = RoundEngine(
-            spec.task, algo, aggregator, list(proxies.values()), initial, self.hooks
+            spec.name, algo, aggregator, list(proxies.values()), initial, self.hooks
         )
         self.engine = engine
         q = spec.effective_quorum
@@ -499,8 +507,8 @@ class FlowerCoordinator:
             while True:
                 self._round_started = time.monotonic()
                 live = [o for o in self.live() if o.name in proxies]
-                live.sort(key=lambda o: spec.orgs.index(o.name))
-                missing_round |= {n for n in spec.orgs if n not in {o.name for o in live}}
+                live.sort(key=lambda o: spec.participants.index(o.name))
+                missing_round |= {n for n in spec.participants if n not in {o.name for o in live}}
                 if len(live) < q:
                     self._wait_for_quorum(t)
                     continue
@@ -521,7 +529,7 @@ class FlowerCoordinator:
                     engine.ring_carry = carry
                     self._drop(self.orgs[exc.org], exc.reason)
                     missing_round.add(exc.org)
-            missing = sorted(set(spec.orgs) - set(record.participants))
+            missing = sorted(set(spec.participants) - set(record.participants))
             if missing:
                 self.result.dropouts[t] = missing
             self.result.rounds.append(
@@ -536,13 +544,13 @@ class FlowerCoordinator:
             self._status(
                 "running",
                 f"round {t} of {algo.rounds} final ({record.global_hash[:12]}"
-                f"…; {len(record.participants)} of {len(spec.orgs)} orgs)",
+                f"…; {len(record.participants)} of {len(spec.participants)} orgs)",
             )
         g = engine.run_state.global_params
         from matswarm.protocol import vector_hash
 
         self.result.final_hash = vector_hash(g)
-        fin = Payload({"task": spec.task}, {"global": g})
+        fin = Payload({"task": spec.name}, {"global": g})
         self.link.cycle(
             {o.name: (o.node_id, "query.finish", fin) for o in self.live()},
             time.monotonic() + self.probe_timeout_s,
@@ -558,10 +566,10 @@ class FlowerCoordinator:
             live = {o.name for o in self.live()}
             if len(live) >= q:
                 return
-            missing = [n for n in self.spec.orgs if n not in live]
+            missing = [n for n in self.spec.participants if n not in live]
             self._status(
                 "waiting",
-                f"{len(live)} of {len(self.spec.orgs)} orgs connected for "
+                f"{len(live)} of {len(self.spec.participants)} orgs connected for "
                 f"round {round_} (quorum {q}); missing: {', '.join(missing)}",
             )
             time.sleep(2.0)

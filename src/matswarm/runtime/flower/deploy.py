@@ -42,6 +42,7 @@ clientapp = "matswarm.runtime.flower.clientapp:app"
 
 [tool.flwr.app.config]
 task-spec = ""
+task-id = ""
 status-file = ""
 result-file = ""
 stall-timeout = 0
@@ -293,7 +294,13 @@ class ControlClient:
         return int(res.node_id)
 
     def start_run(
-        self, spec, *, status_file: str = "", result_file: str = "", stall_timeout: float = 0
+        self,
+        spec,
+        *,
+        task_id: str = "",
+        status_file: str = "",
+        result_file: str = "",
+        stall_timeout: float = 0,
     ) -> int:
         import hashlib
 
@@ -301,9 +308,12 @@ class ControlClient:
         from flwr.proto.control_pb2 import StartRunRequest
         from flwr.supercore.fab import Fab
 
+        from matswarm.runtime.flower.spec import spec_text
+
         fab = fab_bytes()
         override = {
-            "task-spec": spec.to_json(),
+            "task-spec": spec_text(spec),
+            "task-id": task_id.removeprefix("0x"),
             "status-file": status_file,
             "result-file": result_file,
             "stall-timeout": float(stall_timeout),

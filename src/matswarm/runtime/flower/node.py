@@ -23,8 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
+from matswarm.protocol.spec import TaskSpec
 from matswarm.runtime.flower.codec import Payload
-from matswarm.runtime.flower.spec import SpecError, TaskSpec, code_hashes
+from matswarm.runtime.flower.spec import (
+    SpecError,
+    check_code,
+    check_initial,
+    installed_code,
+    load_spec,
+)
 
 log = logging.getLogger("matswarm.node")
 
@@ -121,14 +128,16 @@ class OrgService:
             )
 
     def _spec(self, p: Payload) -> TaskSpec:
-        spec = TaskSpec.from_json(str(p.config["spec"]))
-        spec.check_code()
-        if self.org not in spec.orgs:
-            raise NodeRefusal(f"{self.org} is not a participant of task {spec.task!r}")
+        spec = load_spec(str(p.config["spec"]))
+        check_code(spec)
+        if self.org not in spec.participants:
+            raise NodeRefusal(f"{self.org} is not a participant of task {spec.name!r}")
         return spec
 
     def _encoded(self, spec: TaskSpec):
-        X, y = spec.make_schema().encode(self.table, str(self.data_path))
+        from matswarm.data import TaskSchema
+
+        X, y = TaskSchema.from_dict(spec.schema).encode(self.table, str(self.data_path))
         return X, y
 
     # -- requests -----------------------------------------------------------------------------
@@ -139,7 +148,7 @@ class OrgService:
 
         task = str(p.config.get("task", ""))
         joined = self.tasks.get(task)
-        hashes = code_hashes()
+        hashes = installed_code()
         out = Payload(
             {
                 "org": self.org,
@@ -174,7 +183,7 @@ class OrgService:
         X, y = self._encoded(spec)
         # Per-org statistics in task order; this org's own entry must be what it sent.
         xs, ys = [], []
-        for i, name in enumerate(spec.orgs):
+        for i, name in enumerate(spec.participants):
             cnt = int(p.config[f"count_{i}"])
             xs.append(
                 MomentStats(cnt, p.array(f"x_sum_{i}", "<f8"), p.array(f"x_sumsq_{i}", "<f8"))
@@ -188,17 +197,20 @@ class OrgService:
                     raise NodeRefusal("the statistics relayed for this org are not its own")
         std = Standardizer.from_stats(MomentStats.combine(xs), MomentStats.combine(ys))
         data = StandardizedOrg(self.org, std.transform_x(X), std.transform_y(y))
-        algo = spec.make_algorithm()
+        algo = spec.build_algorithm()
         with _TORCH_SEED_LOCK:  # model init seeds torch's global generator
-            model = spec.make_model_spec().build(len(spec.schema["features"]), spec.seed)
-            initial = spec.initial_global()
-        node = OrgNode(data, model, algo, spec.seed, spec.orgs.index(self.org))
+            model = spec.model_spec().build(len(spec.schema["features"]), spec.seed)
+            initial = spec.initial_params()
+        node = OrgNode(data, model, algo, spec.seed, spec.participants.index(self.org))
         joined = _Joined(spec, node)
-        if spec.trust:
+        task_id = str(p.config.get("task_id", ""))
+        if task_id:  # a trusted task: checked against the ledger (initial model included)
             joined.latest = initial
-            joined.agent = self.trust().open_task(spec, joined.latest)
-        self.tasks[spec.task] = joined
-        log.info("%s: joined task %s (%d rows)", self.org, spec.task, data.n)
+            joined.agent = self.trust().open_task(spec, task_id, joined.latest)
+        else:
+            check_initial(spec, initial)
+        self.tasks[spec.name] = joined
+        log.info("%s: joined task %s (%d rows)", self.org, spec.name, data.n)
         return Payload({"org": self.org, "n_samples": data.n})
 
     def _on_train(self, p: Payload) -> Payload:
@@ -280,9 +292,9 @@ class OrgService:
         if self.workdir is not None:
             out = self.workdir / "models"
             out.mkdir(parents=True, exist_ok=True)
-            np.save(out / f"{joined.spec.task}-global.npy", g)
-            (out / f"{joined.spec.task}-global.json").write_text(
-                json.dumps({"task": joined.spec.task, "sha256": h, "round": joined.last_round})
+            np.save(out / f"{joined.spec.name}-global.npy", g)
+            (out / f"{joined.spec.name}-global.json").write_text(
+                json.dumps({"task": joined.spec.name, "sha256": h, "round": joined.last_round})
             )
         return Payload({"org": self.org, "global_hash": h})
 

@@ -1,7 +1,8 @@
 """The Flower ServerApp: runs the :class:`FlowerCoordinator` for the task in the run config.
 
 Run-config keys (declared in the shim app's ``pyproject.toml``, see :mod:`.fab`):
-``task-spec`` (the :class:`TaskSpec` JSON), ``status-file`` and ``result-file`` (paths on the
+``task-spec`` (the :class:`~matswarm.protocol.spec.TaskSpec` JSON), ``task-id`` (a trusted
+task's ledger id, hex; empty: none), ``status-file`` and ``result-file`` (paths on the
 coordinator machine, optional), ``stall-timeout`` (seconds, 0 = 10 x the round deadline).
 """
 
@@ -15,7 +16,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from matswarm.runtime.flower.env import quiet_flower
-from matswarm.runtime.flower.spec import TaskSpec
+from matswarm.runtime.flower.spec import load_spec
 
 app = ServerApp()
 
@@ -27,10 +28,13 @@ def main(grid: Grid, context: Context) -> None:
     quiet_flower()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = context.run_config
-    spec = TaskSpec.from_json(str(cfg["task-spec"]))
+    spec = load_spec(str(cfg["task-spec"]))
+    task_id = str(cfg.get("task-id", "")) or None
     status = str(cfg.get("status-file", "")) or None
     stall = float(cfg.get("stall-timeout", 0) or 0) or None
-    coord = FlowerCoordinator(grid, spec, status_path=status, stall_timeout_s=stall, poll_s=0.05)
+    coord = FlowerCoordinator(
+        grid, spec, task_id=task_id, status_path=status, stall_timeout_s=stall, poll_s=0.05
+    )
     try:
         result = coord.run()
     except Exception as exc:

@@ -1,147 +1,120 @@
-"""The task spec a coordinator hands to every node, and the code identity nodes check it against.
+"""Flower-side helpers around the one task spec, :class:`matswarm.protocol.spec.TaskSpec`.
 
-A :class:`TaskSpec` is plain JSON (schema, model, algorithm, aggregation rule, seed, ordered
-participants, rounds, quorum, round deadline). It names the *code* it expects by hash
-(:func:`code_hashes`): a node computes the same hashes over its own installed matswarm and refuses
-a task whose hashes differ, so a coordinator can never make an org run training or aggregation
-code other than the version the org installed and pinned.
+The coordinator relays the spec's canonical JSON; every node re-derives the task from it. The spec
+names the *code* it expects by hash (``train_code_sha256``, ``agg_code_sha256``): a node computes
+the same measurements over its own installed matswarm
+(:func:`~matswarm.protocol.spec.training_code_hash`,
+:func:`~matswarm.protocol.spec.aggregation_code_hash`) and refuses a task whose hashes differ, so a
+coordinator can never make an org run training or aggregation code other than the version the org
+installed and pinned. It also pins the initial model's hash, which a node checks against the model
+it builds from the spec's model and seed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import matswarm
+import numpy as np
 
-# Which installed sources each hash covers (relative to the matswarm package directory).
-TRAIN_CODE = ("algorithms", "models", "data", "protocol", "runtime/flower")
-AGG_CODE = ("aggregation", "algorithms", "protocol")
-
-
-def _tree_hash(root: Path, parts: tuple[str, ...]) -> str:
-    h = hashlib.sha256(f"matswarm-code/v1|{matswarm.__version__}|".encode())
-    files: list[Path] = []
-    for part in parts:
-        p = root / part
-        files.extend(sorted(p.rglob("*.py")) if p.is_dir() else [p])
-    for f in sorted(set(files)):
-        rel = f.relative_to(root).as_posix()
-        h.update(rel.encode() + b"\0")
-        h.update(hashlib.sha256(f.read_bytes()).digest())
-    return h.hexdigest()
-
-
-@cache
-def code_hashes() -> dict[str, str]:
-    """sha256 over the installed training and aggregation sources (and the package version)."""
-    root = Path(matswarm.__file__).resolve().parent
-    return {"train": _tree_hash(root, TRAIN_CODE), "aggregation": _tree_hash(root, AGG_CODE)}
+from matswarm.protocol.spec import TaskSpec, aggregation_code_hash, training_code_hash
 
 
 class SpecError(ValueError):
     """A task spec is malformed or does not match this installation."""
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """Everything a node needs to take part in a task (no data, no keys)."""
+def installed_code() -> dict[str, str]:
+    """This installation's code measurements (``train``, ``aggregation``), taken now (about a
+    millisecond) so they always describe the sources on disk."""
+    return {"train": training_code_hash(), "aggregation": aggregation_code_hash()}
 
-    task: str
-    schema: dict[str, Any]
-    orgs: tuple[str, ...]
-    algorithm: str
-    algorithm_params: dict[str, Any] = field(default_factory=dict)
-    rule: str = "mean"
-    rule_params: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    rounds: int | None = None
-    quorum: int | None = None
-    round_deadline_s: float = 60.0
-    code: dict[str, str] = field(default_factory=code_hashes)
-    #: Trusted task: ``task_id`` (hex, on the ledger) and ``protocol_spec`` (the trust layer's
-    #: spec JSON whose hash the ledger records). Empty: no ledger.
-    trust: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if not self.orgs or len(set(self.orgs)) != len(self.orgs):
-            raise SpecError(f"orgs must be a non-empty list of unique names, got {self.orgs!r}")
-        if self.round_deadline_s <= 0:
-            raise SpecError(f"round_deadline_s must be > 0, got {self.round_deadline_s}")
-        q = self.effective_quorum
-        if not 1 <= q <= len(self.orgs):
-            raise SpecError(f"quorum must be in 1..{len(self.orgs)}, got {q}")
+def check_code(spec: TaskSpec, installed: dict[str, str] | None = None) -> None:
+    """Raise :class:`SpecError` unless the spec's code hashes equal this installation's."""
+    mine = installed if installed is not None else installed_code()
+    pinned = {"train": spec.train_code_sha256, "aggregation": spec.agg_code_sha256}
+    bad = [k for k in ("train", "aggregation") if pinned[k] != mine[k]]
+    if bad:
+        raise SpecError(
+            "task code does not match the installed matswarm "
+            + ", ".join(f"({k}: task {pinned[k][:12]}…, installed {mine[k][:12]}…)" for k in bad)
+            + "; install the matswarm version the task pins, or refuse the task"
+        )
 
-    # -- derived objects (built identically on every node and on the coordinator) ---------------
-    @property
-    def effective_quorum(self) -> int:
-        return self.quorum if self.quorum is not None else math.ceil(2 * len(self.orgs) / 3)
 
-    def make_algorithm(self):
-        from matswarm.algorithms import FederatedAlgorithm, make_algorithm
+def check_initial(spec: TaskSpec, initial: np.ndarray) -> None:
+    """Raise :class:`SpecError` unless ``initial`` is the model the spec pins."""
+    from matswarm.protocol import vector_hash
 
-        params = dict(self.algorithm_params)
-        if self.rounds is not None:
-            params["rounds"] = self.rounds
-        algo = make_algorithm(self.algorithm, **params)
-        if not isinstance(algo, FederatedAlgorithm):
-            raise SpecError(f"{self.algorithm!r} is not a federated algorithm")
-        return algo
+    if vector_hash(initial) != spec.initial_model_sha256:
+        raise SpecError("the initial model is not the one the task pins")
 
-    def make_rule(self):
-        from matswarm.aggregation import make_rule
 
-        return make_rule(self.rule, **self.rule_params)
+def load_spec(text: str | bytes) -> TaskSpec:
+    """Parse a task spec (canonical or indented JSON); :class:`SpecError` when malformed."""
+    try:
+        return TaskSpec.from_json(text)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpecError(f"malformed task spec: {exc}") from None
 
-    def make_model_spec(self):
-        from matswarm.models import ModelSpec
 
-        return ModelSpec(**self.model)
+def spec_text(spec: TaskSpec, indent: int | None = None) -> str:
+    """The spec as JSON text (canonical unless ``indent``), for payloads, run configs, files."""
+    if indent is None:
+        return spec.to_json().decode()
+    return json.dumps(json.loads(spec.to_json()), indent=indent, sort_keys=True)
 
-    def make_schema(self):
-        from matswarm.data import TaskSchema
 
-        return TaskSchema.from_dict(self.schema)
+def make_task_spec(
+    name: str,
+    participants: list[str] | tuple[str, ...],
+    schema: dict[str, Any],
+    algorithm: str,
+    *,
+    algorithm_params: dict[str, Any] | None = None,
+    rounds: int | None = None,
+    rule: str = "mean",
+    rule_params: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    seed: int = 0,
+    **kw: Any,
+) -> TaskSpec:
+    """A task spec from names and parameters, its initial model hash built from the model spec
+    and the seed (``kw``: further :class:`TaskSpec` fields, e.g. ``relay_deadline_s``)."""
+    from matswarm.aggregation import make_rule
+    from matswarm.algorithms import FederatedAlgorithm, make_algorithm
+    from matswarm.models import ModelSpec
+    from matswarm.protocol import vector_hash
 
-    def initial_global(self):
-        spec = self.make_model_spec()
-        return spec.build(len(self.schema["features"]), self.seed).get_flat()
+    params = dict(algorithm_params or {})
+    if rounds is not None:
+        params["rounds"] = rounds
+    algo = make_algorithm(algorithm, **params)
+    if not isinstance(algo, FederatedAlgorithm):
+        raise SpecError(f"{algorithm!r} is not a federated algorithm")
+    model_spec = ModelSpec(**(model or {}))
+    initial = model_spec.build(len(schema["features"]), seed).get_flat()
+    return TaskSpec.for_run(
+        name,
+        list(participants),
+        model_spec,
+        algo,
+        make_rule(rule, **(rule_params or {})),
+        seed,
+        dict(schema),
+        vector_hash(initial),
+        **kw,
+    )
 
-    # -- identity -----------------------------------------------------------------------------
-    def check_code(self, installed: dict[str, str] | None = None) -> None:
-        """Raise :class:`SpecError` unless the spec's code hashes equal this installation's."""
-        mine = installed if installed is not None else code_hashes()
-        bad = [k for k in ("train", "aggregation") if self.code.get(k) != mine[k]]
-        if bad:
-            raise SpecError(
-                "task code does not match the installed matswarm "
-                + ", ".join(
-                    f"({k}: task {str(self.code.get(k))[:12]}…, installed {mine[k][:12]}…)"
-                    for k in bad
-                )
-                + "; install the matswarm version the task pins, or refuse the task"
-            )
 
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["orgs"] = list(self.orgs)
-        return json.dumps(d, sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> TaskSpec:
-        try:
-            d = json.loads(text)
-            d["orgs"] = tuple(d["orgs"])
-            return cls(**d)
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise SpecError(f"malformed task spec: {exc}") from None
-
-    def digest(self) -> str:
-        """sha256 of the canonical JSON: the ``spec_hash`` a ledger task records."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
+__all__ = [
+    "SpecError",
+    "TaskSpec",
+    "check_code",
+    "check_initial",
+    "installed_code",
+    "load_spec",
+    "make_task_spec",
+    "spec_text",
+]

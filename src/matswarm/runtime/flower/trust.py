@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from matswarm.protocol import RoundHooks
+from matswarm.protocol.spec import TaskSpec
 from matswarm.runtime.flower.codec import Payload
-from matswarm.runtime.flower.spec import SpecError, TaskSpec
+from matswarm.runtime.flower.spec import SpecError
 
 log = logging.getLogger("matswarm.node")
 
@@ -67,53 +68,46 @@ class NodeTrust:
         )
         self.store = LocalStore(cfg.store)
 
-    def open_task(self, spec: TaskSpec, initial: np.ndarray):
-        """Check the task on the ledger against the spec and this installation; return the
-        org's :class:`OrgAgent` for it."""
+    def open_task(self, spec: TaskSpec, task_id: str, initial: np.ndarray):
+        """Check the relayed spec against the task on the ledger (its hash), this installation
+        (code hashes) and ``initial`` (the model the spec pins); return the org's
+        :class:`OrgAgent` for the task."""
         from matswarm.protocol import Aggregator, vector_hash
-        from matswarm.protocol.spec import TaskSpec as ProtocolSpec
         from matswarm.protocol.spec import aggregation_code_hash, training_code_hash
         from matswarm.protocol.trusted import OrgAgent, directory_from_ledger
 
-        if spec.make_algorithm().ring:
+        algo = spec.build_algorithm()
+        if algo.ring:
             raise SpecError("trusted tasks over Flower support parallel algorithms only (yet)")
-        ps = ProtocolSpec.from_json(spec.trust["protocol_spec"])
-        task_id = bytes.fromhex(str(spec.trust["task_id"]).removeprefix("0x"))
-        info = self.ledger.task_info(task_id)
+        tid = bytes.fromhex(task_id.removeprefix("0x"))
+        info = self.ledger.task_info(tid)
         problems = []
-        if info.spec_hash != ps.digest():
-            problems.append("the ledger's spec hash is not this spec's")
-        for what, onchain, pinned, mine in (
-            ("training", info.train_code_hash.hex(), ps.train_code_sha256, training_code_hash()),
-            ("aggregation", info.agg_code_hash.hex(), ps.agg_code_sha256, aggregation_code_hash()),
+        if info.spec_hash != spec.digest():
+            problems.append(
+                "the relayed spec differs from the task recorded on the ledger (spec hash)"
+            )
+        ledger_code = (info.train_code_hash.hex(), info.agg_code_hash.hex())
+        pinned_code = (spec.train_code_sha256, spec.agg_code_sha256)
+        mine_code = (training_code_hash(), aggregation_code_hash())
+        for what, onchain, pinned, mine in zip(
+            ("training", "aggregation"), ledger_code, pinned_code, mine_code, strict=True
         ):
             if not onchain == pinned == mine:
                 problems.append(
                     f"{what} code: ledger {onchain[:12]}…, spec {pinned[:12]}…, "
                     f"installed {mine[:12]}…"
                 )
-        algo, ralgo = spec.make_algorithm(), ps.build_algorithm()
-        same = (
-            tuple(ps.participants) == tuple(spec.orgs)
-            and ps.algorithm == spec.algorithm
-            and algo.get_params() == ralgo.get_params()
-            and ps.rule == spec.rule
-            and ps.build_rule().describe() == spec.make_rule().describe()
-            and ps.seed == spec.seed
-            and ps.model_spec() == spec.make_model_spec()
-            and list(ps.schema.get("features", [])) == list(spec.schema["features"])
-        )
-        if not same:
-            problems.append("the relayed run spec differs from the task recorded on the ledger")
-        if vector_hash(initial) != ps.initial_model_sha256:
+        if vector_hash(initial) != spec.initial_model_sha256:
             problems.append("the initial model is not the one the task pins")
         directory = directory_from_ledger(self.ledger, info.participants)
-        if set(directory) != set(spec.orgs):
-            problems.append(f"ledger participants {sorted(directory)} are not {list(spec.orgs)}")
+        if set(directory) != set(spec.participants):
+            problems.append(
+                f"ledger participants {sorted(directory)} are not {list(spec.participants)}"
+            )
         if problems:
             raise SpecError("refusing the task: " + "; ".join(problems))
-        aggregator = Aggregator(algo, spec.make_rule(), list(spec.orgs), initial)
-        return OrgAgent(self.identity, self.ledger, self.store, ps, task_id, directory, aggregator)
+        aggregator = Aggregator(algo, spec.build_rule(), list(spec.participants), initial)
+        return OrgAgent(self.identity, self.ledger, self.store, spec, tid, directory, aggregator)
 
 
 def trusted_train(joined, agent, round_: int, g: np.ndarray, res) -> Payload:
@@ -186,8 +180,8 @@ class RelayHooks(RoundHooks):
         c = self.c
         envs = c.envelopes.pop(round_, {})
         p = Payload(
-            {"task": c.spec.task, "round": round_},
-            {f"env_{c.spec.orgs.index(o)}": e for o, e in envs.items()},
+            {"task": c.spec.name, "round": round_},
+            {f"env_{c.spec.participants.index(o)}": e for o, e in envs.items()},
         )
         orgs = [o for o in c.live() if o.name in envs]
         deadline = time.monotonic() + c.spec.round_deadline_s + c.ledger_grace_s
@@ -216,55 +210,4 @@ class RelayHooks(RoundHooks):
         return final
 
 
-def protocol_spec_for(spec: TaskSpec, **kw):
-    """The trust layer's task spec (what goes on the ledger) matching a runtime spec."""
-    from matswarm.protocol import vector_hash
-    from matswarm.protocol.spec import TaskSpec as ProtocolSpec
-
-    algo, rule = spec.make_algorithm(), spec.make_rule()
-    return ProtocolSpec.for_run(
-        spec.task,
-        list(spec.orgs),
-        spec.make_model_spec(),
-        algo,
-        rule,
-        spec.seed,
-        dict(spec.schema),
-        vector_hash(spec.initial_global()),
-        **kw,
-    )
-
-
-__all__ = ["NodeTrust", "NodeTrustConfig", "RelayHooks", "protocol_spec_for"]
-
-
-def runtime_spec_from_protocol(
-    protocol_json: str | bytes,
-    task_id: str,
-    *,
-    round_deadline_s: float = 120.0,
-    quorum: int | None = None,
-) -> TaskSpec:
-    """The run spec (what the coordinator relays) of a task created on the ledger with the
-    trust layer's spec (``matswarm task create``)."""
-    from matswarm.protocol.spec import TaskSpec as ProtocolSpec
-
-    ps = ProtocolSpec.from_json(protocol_json)
-    params = dict(ps.algorithm_params)
-    rounds = int(params.pop("rounds"))
-    text = protocol_json.decode() if isinstance(protocol_json, bytes) else protocol_json
-    return TaskSpec(
-        task=ps.name,
-        schema=dict(ps.schema),
-        orgs=tuple(ps.participants),
-        algorithm=ps.algorithm,
-        algorithm_params=params,
-        rule=ps.rule,
-        rule_params=dict(ps.rule_params),
-        model=dict(ps.model),
-        seed=ps.seed,
-        rounds=rounds,
-        quorum=quorum,
-        round_deadline_s=round_deadline_s,
-        trust={"task_id": task_id.removeprefix("0x"), "protocol_spec": text},
-    )
+__all__ = ["NodeTrust", "NodeTrustConfig", "RelayHooks"]
