@@ -38,8 +38,13 @@ def _tree_rss_kib(root: int) -> int:
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run ``cmd``; return (wall seconds, peak tree RSS in MiB, combined output)."""
     peak = 0
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {}), "COLUMNS": "120"})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {}), "COLUMNS": "120"},
+    )
     done = threading.Event()
 
     def sample() -> None:
@@ -63,5 +68,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[flo
 def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{platform.system()} {platform.machine()}, {cpus} CPU(s), Python "
-            f"{platform.python_version()}, load average at start {load:.2f}")
+    return (
+        f"{platform.system()} {platform.machine()}, {cpus} CPU(s), Python "
+        f"{platform.python_version()}, load average at start {load:.2f}"
+    )

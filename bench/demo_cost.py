@@ -32,9 +32,11 @@ def main() -> None:
             wall, rss, _ = run_measured(cmd)
             doc = json.loads((Path(out) / "results.json").read_text())
         g = {(r["method"], r["org"]): r["mse_mean"] for r in doc["rows"]}
-        print(f"run {i + 1}: wall {wall:.1f} s (target < 60), peak tree RSS {rss:.0f} MiB "
-              f"(target < 1536); FedAvg {g[('fedavg', 'global')]:.4f}, MatSwarm "
-              f"{g[('matswarm', 'global')]:.4f}, Joint {g[('joint', 'global')]:.4f} eV/atom MSE")
+        print(
+            f"run {i + 1}: wall {wall:.1f} s (target < 60), peak tree RSS {rss:.0f} MiB "
+            f"(target < 1536); FedAvg {g[('fedavg', 'global')]:.4f}, MatSwarm "
+            f"{g[('matswarm', 'global')]:.4f}, Joint {g[('joint', 'global')]:.4f} eV/atom MSE"
+        )
 
 
 if __name__ == "__main__":

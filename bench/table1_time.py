@@ -1,6 +1,6 @@
 """Wall time of `matswarm experiment table1` (issue 2 target: 10 seeds in under 10 minutes).
 
-    python bench/table1_time.py [--seeds 10] [--data DIR]
+python bench/table1_time.py [--seeds 10] [--data DIR]
 """
 
 from __future__ import annotations
@@ -22,14 +22,27 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "matswarm.cli.main", "experiment", "table1", "--seeds",
-               str(args.seeds), "--output", out, "--models", args.models]
+        cmd = [
+            sys.executable,
+            "-m",
+            "matswarm.cli.main",
+            "experiment",
+            "table1",
+            "--seeds",
+            str(args.seeds),
+            "--output",
+            out,
+            "--models",
+            args.models,
+        ]
         if args.data:
             cmd += ["--data", args.data]
         wall, rss, text = run_measured(cmd)
     print(text)
-    print(f"table1 with {args.seeds} seeds ({args.models}): wall {wall:.0f} s (target < 600), "
-          f"peak tree RSS {rss:.0f} MiB")
+    print(
+        f"table1 with {args.seeds} seeds ({args.models}): wall {wall:.0f} s (target < 600), "
+        f"peak tree RSS {rss:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":
