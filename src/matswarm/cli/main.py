@@ -95,32 +95,32 @@ def print_trust(report: Report) -> None:
 
 def print_report(report: Report, title: str) -> None:
     unit = report.unit
+    models = sorted({r.model for r in report.rows})
+    seeds = sorted({r.n_seeds for r in report.rows})
     table = Table(
-        title=title, caption=f"Test-set metrics in {unit} (MSE in ({unit})²), mean ± std over seeds"
+        title=f"{title} (model {', '.join(models)})",
+        caption=f"Test set, metrics in {unit} (MSE in ({unit})²), mean ± std over "
+        f"{'/'.join(map(str, seeds))} seeds; Dummy predicts the training mean (MAE = MAD)",
     )
-    for col in ("Method", "Model", "Org", "MSE", "RMSE", "MAE", "R²", "seeds"):
-        table.add_column(col, justify="right" if col not in ("Method", "Model", "Org") else "left")
+    for col in ("Method", "Org", "MSE", "RMSE", "MAE", "R²"):
+        table.add_column(col, justify="left" if col in ("Method", "Org") else "right")
     for r in report.rows:
         table.add_row(
             DISPLAY.get(r.method, r.method),
-            r.model,
             r.org,
-            f"{r.mse_mean:.4f} ± {r.mse_std:.4f}",
+            f"{r.mse_mean:.4f}±{r.mse_std:.4f}",
             f"{r.rmse_mean:.4f}",
             f"{r.mae_mean:.4f}",
             f"{r.r2_mean:.3f}",
-            str(r.n_seeds),
         )
     d = report.dummy
     table.add_row(
-        "Dummy (mean)",
-        "-",
+        "Dummy",
         "global",
         f"{d['mse']:.4f}",
         f"{d['rmse']:.4f}",
-        f"{d['mae']:.4f} (MAD)",
+        f"{d['mae']:.4f}",
         f"{d['r2']:.3f}",
-        "-",
     )
     console.print(table)
     console.print(
