@@ -145,7 +145,7 @@ def run_table1(
         f"{seeds} seeds; paper in grey",
         caption=f"{seconds:.0f} s",
     )
-    table.add_column("Local model")
+    table.add_column("Local model", no_wrap=True)
     for m in models:
         table.add_column(f"{m.upper()} ours", justify="right")
         table.add_column("paper", justify="right", style="grey50")
