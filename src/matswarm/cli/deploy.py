@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -153,7 +152,13 @@ def coordinator_start(
 ) -> None:
     """Start the SuperLink with TLS and SuperNode authentication (only registered keys)."""
     _flower()
-    from matswarm.runtime.flower.deploy import TlsFiles, flower_env, make_tls, superlink_argv
+    from matswarm.runtime.flower.deploy import (
+        TlsFiles,
+        flower_env,
+        make_tls,
+        superlink_argv,
+        supervise,
+    )
 
     directory.mkdir(parents=True, exist_ok=True)
     tls = None
@@ -181,20 +186,7 @@ def coordinator_start(
     )
     console.print(f"SuperLink pid {child.pid} on {host}:{port} (log: {directory}/superlink.log)")
 
-    def stop(signum, _frame):
-        if child.poll() is None:
-            child.terminate()
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        code = child.wait()
-    finally:
-        if child.poll() is None:
-            child.terminate()
-            child.wait(15)
-    raise typer.Exit(code)
+    raise typer.Exit(supervise(child, grace_s=15))
 
 
 def _control(coordinator: str, root_cert: Path | None, insecure: bool):

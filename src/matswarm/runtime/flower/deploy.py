@@ -13,7 +13,9 @@ import datetime as dt
 import ipaddress
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -358,3 +360,25 @@ def wait_port(host: str, port: int, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def supervise(child: subprocess.Popen, grace_s: float = 15.0) -> int:
+    """Wait for ``child`` (a SuperLink or SuperNode); SIGTERM/SIGINT to this process stop it too,
+    and it is terminated (then killed after ``grace_s``) whenever this process leaves."""
+
+    def stop(signum, _frame):
+        if child.poll() is None:
+            child.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return child.wait()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                child.kill()

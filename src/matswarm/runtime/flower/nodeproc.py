@@ -14,12 +14,11 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 
 from matswarm.runtime.flower.channel import ChannelServer
-from matswarm.runtime.flower.deploy import flower_env, free_port, supernode_argv
+from matswarm.runtime.flower.deploy import flower_env, free_port, supernode_argv, supervise
 from matswarm.runtime.flower.node import OrgService
 
 log = logging.getLogger("matswarm.node")
@@ -75,22 +74,9 @@ def run_node(
         "%s: node up (pid %d), SuperNode pid %d -> %s", org, os.getpid(), child.pid, coordinator
     )
 
-    def stop(signum, _frame):
-        if child.poll() is None:
-            child.terminate()
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     try:
-        code = child.wait()
+        code = supervise(child, grace_s=10)
     finally:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
         server.close()
     # The SuperNode reports its Flower exit code in its log (the process itself may exit 1).
     found = re.findall(r"Exit Code: (\d+)", log_path.read_text(errors="replace"))
