@@ -2,6 +2,7 @@
 data (never the test set). Prints validation MSE (target units) per configuration.
 
     python bench/tune.py [--data DIR] [--seeds 2] [--split paper]
+    python bench/tune.py --quick --schedules 150x20,75x40 --lrs 3e-3   # rounds x local steps
 """
 
 from __future__ import annotations
@@ -27,11 +28,19 @@ def main() -> None:
     ap.add_argument("--split", default="paper")
     ap.add_argument("--model", default="mlp")
     ap.add_argument("--quick", action="store_true", help="only the schedule grid")
+    ap.add_argument(
+        "--schedules",
+        default="100x20,200x10,50x40",
+        help="comma-separated ROUNDSxLOCAL_STEPS pairs for the FedAvg grid",
+    )
+    ap.add_argument("--lrs", default="2e-3,3e-3,5e-3", help="comma-separated learning rates")
     args = ap.parse_args()
+    schedules = [tuple(int(v) for v in s.split("x")) for s in args.schedules.split(",")]
+    lrs = [float(v) for v in args.lrs.split(",")]
     ds = partition(perovskite.load(perovskite.resolve(args.data)), SplitSpec(args.split))
     spec = ModelSpec(args.model)
     grid: list[tuple[str, dict]] = []
-    for (r, e), lr in itertools.product([(100, 20), (200, 10), (50, 40)], [2e-3, 3e-3, 5e-3]):
+    for (r, e), lr in itertools.product(schedules, lrs):
         grid.append(("fedavg", dict(rounds=r, local_steps=e, lr=lr)))
     if not args.quick:
         for lam, gamma in itertools.product([0.0, 0.1, 1.0], [0.0, 0.5, 2.0]):

@@ -28,6 +28,10 @@ ARTIFACT_PATH = CONTRACTS_DIR / f"{CONTRACT_NAME}.json"
 VYPER_VERSION = "0.4.3"
 EVM_VERSION = "cancun"
 OPTIMIZE = "gas"
+#: Vyper's Venom pipeline (``experimental_codegen``): about a third fewer opcodes per
+#: commit and vote than the legacy code generator (SHA3 and stack shuffles halve), and the
+#: EVM interpreter of the embedded chain pays per opcode. The contract tests run on it.
+EXPERIMENTAL_CODEGEN = True
 
 
 def compile_contract() -> dict[str, Any]:
@@ -43,7 +47,9 @@ def compile_contract() -> dict[str, Any]:
         contract_path=SOURCE_PATH.name,
         output_formats=["abi", "bytecode", "bytecode_runtime"],
         settings=Settings(
-            evm_version=EVM_VERSION, optimize=OptimizationLevel.from_string(OPTIMIZE)
+            evm_version=EVM_VERSION,
+            optimize=OptimizationLevel.from_string(OPTIMIZE),
+            experimental_codegen=EXPERIMENTAL_CODEGEN,
         ),
     )
     return {
@@ -51,6 +57,7 @@ def compile_contract() -> dict[str, Any]:
         "vyper_version": VYPER_VERSION,
         "evm_version": EVM_VERSION,
         "optimize": OPTIMIZE,
+        "experimental_codegen": EXPERIMENTAL_CODEGEN,
         "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
         "abi": out["abi"],
         "bytecode": out["bytecode"],

@@ -1,6 +1,7 @@
 # pragma version 0.4.3
 # pragma evm-version cancun
 # pragma optimize gas
+# pragma experimental-codegen
 """
 @title SwarmLedger
 @license Apache-2.0
