@@ -27,6 +27,17 @@ def _commit_all(c: Consortium, task: bytes, rnd: int, n: int = 4) -> None:
         c.as_(org).commit_update(task, rnd, h(f"u{rnd}-{i}"), f"bafy-u{rnd}-{i}")
 
 
+def _history_matches_the_contract(c: Consortium, task: bytes) -> None:
+    """``Ledger.rounds`` (events only) says what the contract's storage says, round by round."""
+    history = c.ledger.rounds(task)
+    for r in range(1, c.ledger.task_info(task).rounds + 1):
+        view = c.ledger.round_info(task, r)
+        if r in history:
+            assert history[r] == view, r
+        else:
+            assert view.phase is RoundPhase.NOT_OPENED and not view.commitments, r
+
+
 def test_deployed_code_is_the_shipped_runtime(consortium: Consortium) -> None:
     code = consortium.ledger.chain.w3.eth.get_code(consortium.ledger.address)
     assert HexBytes(code) == HexBytes(load_artifact()["bytecode_runtime"])
@@ -294,9 +305,11 @@ def test_full_task_then_final_model_upload_and_retrieval(consortium: Consortium)
         c.ledger.set_final_model(task, h("model"), "bafy-model")
     for rnd in (1, 2):
         _commit_all(c, task, rnd, n=3)
+        _history_matches_the_contract(c, task)  # round rnd in its vote phase
         for o in c.orgs[:3]:
             c.as_(o).vote_global(task, rnd, h(f"g{rnd}"))
     assert c.ledger.task_info(task).status is TaskStatus.COMPLETED
+    _history_matches_the_contract(c, task)
     with pytest.raises(ContractRevert, match="not the issuer"):
         c.as_(c.orgs[0]).set_final_model(task, h("model"), "bafy-model")
     c.ledger.set_final_model(task, h("model"), "bafy-model")
@@ -331,12 +344,14 @@ def test_deadline_close_records_missing_orgs(consortium: Consortium) -> None:
     info = c.ledger.round_info(task, 1)
     assert info.phase is RoundPhase.VOTE and info.missing == (c.orgs[3].address,)
     assert set(info.commitments) == {o.address for o in c.orgs[:3]}
+    _history_matches_the_contract(c, task)
     with pytest.raises(ContractRevert, match="commit phase over"):
         c.as_(c.orgs[3]).commit_update(task, 1, h("late"), "bafy-late")
     for o in c.orgs[:3]:
         c.as_(o).vote_global(task, 1, h("g-without-3"))
     assert c.ledger.round_info(task, 1).final_hash == h("g-without-3")
     assert c.ledger.task_info(task).status is TaskStatus.COMPLETED
+    _history_matches_the_contract(c, task)
 
 
 def test_deadline_with_too_few_commitments_aborts(consortium: Consortium) -> None:
@@ -349,6 +364,7 @@ def test_deadline_with_too_few_commitments_aborts(consortium: Consortium) -> Non
     assert aborted is not None and aborted.args["reason"] == "too few commitments"
     assert c.ledger.task_info(task).status is TaskStatus.ABORTED
     assert c.ledger.round_info(task, 1).phase is RoundPhase.FAILED
+    _history_matches_the_contract(c, task)
     with pytest.raises(ContractRevert, match="task not active"):
         c.as_(c.orgs[2]).commit_update(task, 1, h("x"), "bafy-x")
 
@@ -362,9 +378,11 @@ def test_vote_deadline_without_quorum_aborts(consortium: Consortium) -> None:
     c.ledger.chain.advance_time(31)
     with pytest.raises(ContractRevert, match="vote deadline passed"):
         c.as_(c.orgs[2]).vote_global(task, 1, h("A"))
+    _history_matches_the_contract(c, task)  # voting, two votes
     res = c.ledger.close_round(task, 1)
     aborted = res.event("TaskAborted")
     assert aborted is not None and aborted.args["reason"] == "no quorum on global hash"
+    _history_matches_the_contract(c, task)
 
 
 def test_rejection_records(consortium: Consortium) -> None:

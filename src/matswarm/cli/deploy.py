@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+from matswarm.cli._output import console, fail
 
 node_app = typer.Typer(
     help="An organisation's node (runs next to its private data).", no_args_is_help=True
@@ -29,11 +27,6 @@ task_app = typer.Typer(
 
 
 NODE_REFUSED = 3  # exit status of `node start` when the coordinator refuses the node's key
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def _flower():

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
+from matswarm.cli._output import console, fail
 
 HomeOpt = Annotated[
     Path | None,
@@ -28,11 +26,6 @@ HomeOpt = Annotated[
 org_app = typer.Typer(help="Organisations: keys, registration and admission.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read the ledger.", no_args_is_help=True)
 model_app = typer.Typer(help="Final models archived by tasks.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def _home(home: Path | None):
@@ -73,10 +66,10 @@ def org_init(
     h = _home(home)
     try:
         if h.keystore_path(name).exists():
-            _fail(f"{h.keystore_path(name)} exists; choose another name or remove it first")
+            fail(f"{h.keystore_path(name)} exists; choose another name or remove it first")
         ident = h.init_org(name, _passphrase(name, confirm=True))
     except _errors() as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(
         f"created {name}: EVM address {ident.evm_address}, key fingerprint "
         f"{ident.public.fingerprint}"
@@ -112,7 +105,7 @@ def org_register(
             rpc_cfg = None
             if rpc is not None:
                 if not contract or chain_id is None:
-                    _fail("--rpc needs --contract and --chain-id")
+                    fail("--rpc needs --contract and --chain-id")
                 rpc_cfg = {"url": rpc, "address": contract, "chain_id": chain_id}
             ledger = h.found(ident, rpc_cfg)
             console.print(
@@ -123,13 +116,13 @@ def org_register(
             ledger = h.ledger(ident.evm_account())
         with ledger:
             if not ledger.is_admitted(ident.evm_address):
-                _fail(
+                fail(
                     f"{name} ({ident.evm_address}) is not admitted yet: a member runs "
                     f"`matswarm org admit {h.public_path(name)} --by MEMBER`"
                 )
             register_public(ledger, ident.public)
     except _errors() as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"registered {name}'s public keys on the ledger")
 
 
@@ -139,7 +132,7 @@ def _load_public(path: Path):
     try:
         return PublicIdentity.from_json(path.read_text())
     except (OSError, ValueError) as exc:
-        _fail(f"{path}: not a public identity file ({exc})")
+        fail(f"{path}: not a public identity file ({exc})")
 
 
 @org_app.command("admit")
@@ -172,7 +165,7 @@ def org_admit(
                     raise
                 admitted = led.vote_admission(cand.evm_address)
     except _errors() as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"{cand.name}: {'admitted' if admitted else 'vote recorded, not admitted yet'}")
 
 
@@ -195,7 +188,7 @@ def org_list(home: HomeOpt = None) -> None:
                     name, addr, "yes" if info.founder else "", "yes" if any(info.ed25519) else "no"
                 )
     except _errors() as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(table)
 
 
@@ -243,7 +236,7 @@ def task_create(
         cfg.methods = [algorithm]
         algo = cfg.algorithm(algorithm)
         if not getattr(algo, "federated", False):
-            _fail(f"{algorithm!r} is not a federated algorithm")
+            fail(f"{algorithm!r} is not a federated algorithm")
         cd = cfg.data
         schema = TaskSchema.infer(
             read_table(schema_from),
@@ -269,7 +262,7 @@ def task_create(
         )
         issuer = h.identity(by, _passphrase(by))
         if by not in names:
-            _fail(f"the issuer {by} must be one of the participants {names}")
+            fail(f"the issuer {by} must be one of the participants {names}")
         store = h.store()
         store.put(spec.to_json())
         store.put(encode_vector(initial))
@@ -279,7 +272,7 @@ def task_create(
             directory = directory_from_ledger(led, led.members())
             missing = [n for n in names if n not in directory]
             if missing:
-                _fail(f"not registered members of the consortium: {', '.join(missing)}")
+                fail(f"not registered members of the consortium: {', '.join(missing)}")
             task_id = led.create_task(
                 [directory[n].evm_address for n in names],
                 spec_hash=spec.digest(),
@@ -289,7 +282,7 @@ def task_create(
                 round_duration_s=deadline,
             )
     except (ConfigError, *_errors()) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(
         f"task 0x{task_id.hex()} created: {algorithm}, {spec.rounds} rounds, "
         f"{len(names)} participants, {schema.n_features} features"
@@ -313,7 +306,7 @@ def task_join(
             spec = load_spec(led, h.store(), tid)
         rec = h.join(spec, tid, org, data)
     except _errors() as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(
         f"{org} joined task {task[:12]}…: {rec.rows} rows of {data} match the schema "
         f"(sha256 {rec.sha256[:12]}…); no row leaves this machine"
@@ -360,7 +353,7 @@ def task_status(
             if info.final_model_cid:
                 console.print(f"final model: {info.final_model_cid}")
     except _errors() as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def task_run_local(
@@ -402,7 +395,7 @@ def task_run_local(
         with progress:
             out = run_local_task(h, tid, on_event=on_event, enclave=enclave)
     except _errors() as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"task {out['task']} finished; final model {out['final_model_cid']}")
 
 
@@ -422,7 +415,7 @@ def ledger_events(
         with h.ledger() as led:
             events = led.events(tid)
     except _errors() as exc:
-        _fail(str(exc))
+        fail(str(exc))
     table = Table(title=f"{len(events)} events of task {task[:12]}… (last {limit})")
     for col in ("block", "event", "round", "org", "detail"):
         table.add_column(col)
@@ -460,19 +453,19 @@ def model_fetch(
         with h.ledger() as led:
             info = led.task_info(tid)
             if not info.final_model_cid:
-                _fail(f"task {task} has no final model yet ({info.status.name.lower()})")
+                fail(f"task {task} has no final model yet ({info.status.name.lower()})")
             store = h.store()
             blob = store.get(info.final_model_cid)  # checks the content id
             spec = load_spec(led, store, tid)
         weights, card = read_archive(blob)
         flat = flat_parameters(spec.model_spec().build(len(spec.schema["features"])), weights)
         if info.final_model_hash is None or vector_hash(flat) != info.final_model_hash.hex():
-            _fail("the archived weights are not the model the ledger recorded")
+            fail("the archived weights are not the model the ledger recorded")
         out.mkdir(parents=True, exist_ok=True)
         (out / "model.safetensors").write_bytes(blob)
         (out / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
     except _errors() as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(
         f"wrote {out / 'model.safetensors'} and {out / 'model_card.json'} "
         f"(verified against the ledger: {info.final_model_cid})"
@@ -506,7 +499,7 @@ def verify(
                 progress=lambda r, n: bar.update(t, completed=r, total=n),
             )
     except _errors() as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for line in report_lines(rep):
         if line.startswith("FAIL") or "excluded" in line or "round" not in line:
             console.print(line, highlight=False)

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from matswarm.cli import deploy, lifecycle
+from matswarm.cli._output import console, fail
 from matswarm.data import DataError
 from matswarm.experiments.compare import Report, load_data, run_comparison
 from matswarm.experiments.config import ConfigError, ExperimentConfig, keys_help
@@ -29,13 +29,6 @@ app.add_typer(experiment_app, name="experiment")
 deploy.register(app)  # node / coordinator / task: across machines on Flower
 lifecycle.register(app, deploy.task_app)  # org / ledger / model / verify / task create|join|…
 
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def progress_bar() -> Progress:

@@ -841,6 +841,76 @@ class Ledger:
             missing=tuple(checksum(m) for m in missing),
         )
 
+    def rounds(self, task_id: HashLike) -> dict[int, RoundInfo]:
+        """Every opened round of a task, rebuilt from the event index alone (one query, no
+        contract call): the records :meth:`round_info` returns, for a whole task at once.
+
+        The contract emits ``RoundOpened``, ``CommitsClosed``, ``RoundFinalized`` and
+        ``TaskAborted`` exactly when it moves a round between phases, so the phase,
+        deadline and missing orgs follow from them; commitments and votes from their events.
+        """
+        tid = _b32(task_id, "task_id")
+        self.sync()
+        names = (
+            "RoundOpened",
+            "UpdateCommitted",
+            "CommitsClosed",
+            "GlobalVoted",
+            "RoundFinalized",
+            "TaskAborted",
+        )
+        state: dict[int, dict[str, Any]] = {}
+        for e in self._index.query(task=HexBytes(tid).to_0x_hex(), names=names):
+            r = int(e.args["round"])
+            st = state.setdefault(
+                r,
+                {
+                    "phase": RoundPhase.NOT_OPENED,
+                    "deadline": 0,
+                    "commitments": {},
+                    "votes": {},
+                    "vote_txs": {},
+                    "final": None,
+                    "missing": (),
+                },
+            )
+            if e.name == "RoundOpened":
+                st["phase"], st["deadline"] = RoundPhase.COMMIT, int(e.args["deadline"])
+            elif e.name == "UpdateCommitted":
+                org = checksum(e.args["org"])
+                st["commitments"][org] = Commitment(
+                    org,
+                    bytes(HexBytes(e.args["updateHash"])),
+                    e.args["cid"],
+                    e.block_number,
+                    e.tx_hash,
+                )
+            elif e.name == "CommitsClosed":
+                st["phase"], st["deadline"] = RoundPhase.VOTE, int(e.args["voteDeadline"])
+                st["missing"] = tuple(checksum(m) for m in e.args["missing"])
+            elif e.name == "GlobalVoted":
+                org = checksum(e.args["org"])
+                st["votes"][org] = bytes(HexBytes(e.args["globalHash"]))
+                st["vote_txs"][org] = e.tx_hash
+            elif e.name == "RoundFinalized":
+                st["phase"], st["final"] = RoundPhase.FINAL, bytes(HexBytes(e.args["globalHash"]))
+            else:  # TaskAborted
+                st["phase"] = RoundPhase.FAILED
+        return {
+            r: RoundInfo(
+                task_id=tid,
+                round=r,
+                phase=st["phase"],
+                deadline=st["deadline"],
+                commitments=st["commitments"],
+                votes=st["votes"],
+                vote_txs=st["vote_txs"],
+                final_hash=st["final"],
+                missing=st["missing"],
+            )
+            for r, st in sorted(state.items())
+        }
+
     def commitments(self, task_id: HashLike, round: int) -> dict[str, Commitment]:
         """The round's commitments by org, from the event index alone (no contract call).
 

@@ -8,7 +8,8 @@ Per round, for each organisation ``O`` (an :class:`OrgAgent`):
    says so), puts the envelope in the artifact store (content id ``c``) and commits
    ``sha256(envelope)`` and ``c`` on the ledger. The contract binds the commitment to ``O``'s
    account and accepts one per round.
-2. **verify**: once the commit phase closes, ``O`` reads every commitment from the ledger, fetches
+2. **verify**: ``O`` takes every commitment of the round (from the ledger, or from the
+   round's transactions still waiting to be mined: see :class:`TrustedHooks`), fetches
    each envelope by content id (the store checks the hash), checks it equals the committed
    hash, that the signer is the committing org's registered key, and task/round/kind; it
    decrypts and decodes the update. A bad update is rejected with its reason, and the
@@ -155,6 +156,8 @@ class OrgAgent:
         #: embedded chain); :meth:`settle` then records their outcome.
         self.batch: Batch | None = None
         self._queued: list[tuple[str, int, Pending]] = []
+        #: This org's commitment of the round while it waits in :attr:`batch` (not yet mined).
+        self.queued_commitment: Commitment | None = None
 
     # -- 1. publish ---------------------------------------------------------------------------
     def publish(self, update: Update) -> str | None:
@@ -177,13 +180,14 @@ class OrgAgent:
         )
         blob = env.to_bytes()
         cid = self.store.put(blob)
+        digest = hashlib.sha256(blob).digest()
         self._send(
             "commit",
             update.round,
-            self.ledger.tx.commit_update(
-                self.task_id, update.round, hashlib.sha256(blob).digest(), cid
-            ),
+            self.ledger.tx.commit_update(self.task_id, update.round, digest, cid),
         )
+        if self.batch is not None:
+            self.queued_commitment = Commitment(self.identity.evm_address, digest, cid, -1, "")
         return cid
 
     def _send(self, kind: str, round_: int, call: TxCall) -> None:
@@ -204,6 +208,7 @@ class OrgAgent:
         """Record the outcome of this org's queued transactions once their batch was sent;
         raises the first failure (the contract's reason), like an unbatched send would."""
         queued, self._queued = self._queued, []
+        self.queued_commitment = None
         for kind, round_, pending in queued:
             self._record(kind, round_, pending.result())
 
@@ -316,11 +321,18 @@ class OrgAgent:
 class TrustedHooks(RoundHooks):
     """Runs the trust protocol of every in-process organisation around the engine's round.
 
-    The orgs' ledger transactions of each phase go out together: the K commitments of a
-    round in one batch (sent when the round's updates are collected), the K votes in
-    another. Each is still its org's own signed transaction, checked by the contract one
-    by one in order; on the embedded chain a batch is one block (one state root, one
-    durable commit), which is most of the trust layer's cost per round.
+    A round's ledger transactions go out together, in one batch (one block on the embedded
+    chain: one state root, one durable commit): the K commitments, any rejection records,
+    then the K votes. Each is still its org's own signed transaction, checked by the
+    contract one by one in that order.
+
+    The orgs verify the round's commitments while they wait to be mined, as a node reads
+    its transaction pool, and vote on the aggregate of what they verified. That vote can
+    only count for exactly those commitments: the contract opens voting only once every
+    participant has committed, once each, so a vote executes after all K commitments of
+    the batch or fails ("voting not open") if any of them did not make it into the block.
+    A failed commitment therefore finalises nothing; the batch's failures are raised, the
+    round stays open on the ledger, and a resumed task re-runs it.
     """
 
     def __init__(
@@ -336,6 +348,9 @@ class TrustedHooks(RoundHooks):
         self._published: list[dict[str, Any]] = []
         for a in agents:
             a.batch = self._batch
+            # A vote only succeeds after the commitments earlier in its batch, so no pre-flight
+            # on the state before the batch; a revert is still reported with its reason.
+            a.ledger.preflight = False
 
     def _flush(self) -> None:
         """Send the queued transactions of every org (one block), then record them."""
@@ -350,15 +365,13 @@ class TrustedHooks(RoundHooks):
         self._published.append({"round": update.round, "org": update.org, "cid": cid})
 
     def collect(self, round_: int, updates: list[Update]) -> list[Update]:
-        self._flush()  # the round's commitments, all in one block
-        published, self._published = self._published, []
-        if self.on_event is not None:
-            for event in published:
-                self.on_event("commit", event)
+        # The round's commitments: any already mined (a resumed round), then those queued.
+        commitments = dict(self.reference.ledger.commitments(self.reference.task_id, round_))
+        for agent in self.agents.values():
+            if agent.queued_commitment is not None:
+                commitments[agent.queued_commitment.org] = agent.queued_commitment
         # Every org verifies on its own; an honest consortium reaches the same verdict.
-        commitments = self.reference.ledger.commitments(self.reference.task_id, round_)
         self._accepted = {name: a.collect(round_, commitments) for name, a in self.agents.items()}
-        self._flush()  # rejection records, if any
         ref = self._accepted[self.reference.name]
         if not ref:
             raise ProtocolError(f"round {round_}: no update survived verification")
@@ -367,7 +380,11 @@ class TrustedHooks(RoundHooks):
     def finalise(self, round_, previous_global, global_params, updates, aggregator) -> str:
         for name, agent in self.agents.items():
             agent.aggregate_and_vote(round_, previous_global, self._accepted[name])
-        self._flush()  # the round's votes, all in one block
+        self._flush()  # commitments, rejections and votes: the round's one block
+        published, self._published = self._published, []
+        if self.on_event is not None:
+            for event in published:
+                self.on_event("commit", event)
         final = None
         for agent in self.agents.values():
             event = agent.last_vote.event("RoundFinalized") if agent.last_vote else None

@@ -139,12 +139,14 @@ def verify_task(
     for e in ledger.events(task_id, names=["UpdateRejected"]):
         key = (int(e.args["round"]), to_checksum_address(e.args["org"]))
         rejecters.setdefault(key, set()).add(to_checksum_address(e.args["reporter"]))
+    history = ledger.rounds(task_id)  # every round's record in one read of the event index
     for r in range(1, info.rounds + 1):
-        rinfo = ledger.round_info(task_id, r)
-        if not rinfo.finalized:
+        rinfo = history.get(r)
+        if rinfo is None or not rinfo.finalized:
+            phase = "not opened" if rinfo is None else rinfo.phase.name.lower()
             rep.add(
                 True,
-                f"round {r} is not final yet ({rinfo.phase.name.lower()}); "
+                f"round {r} is not final yet ({phase}); "
                 f"verified the {r - 1} finalised round(s)",
                 round_=r,
             )
