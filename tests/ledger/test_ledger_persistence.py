@@ -50,6 +50,19 @@ def test_task_survives_a_clean_restart(consortium: Consortium) -> None:
     c.ledger = Ledger.embedded(c.path, c.founder)  # so the fixture can close it
 
 
+@pytest.mark.parametrize(("durable", "level"), [(True, 2), (False, 1)])
+def test_block_commits_are_fsynced_unless_not_durable(
+    tmp_path: Path, durable: bool, level: int
+) -> None:
+    chain = EmbeddedChain(tmp_path / "chain", durable=durable)
+    try:
+        # SQLite's synchronous level: 2 = FULL (fsync per commit), 1 = NORMAL (WAL: survives
+        # a killed process, not a power loss).
+        assert chain._kv._conn.execute("PRAGMA synchronous").fetchone()[0] == level
+    finally:
+        chain.close()
+
+
 def test_single_writer_lock(tmp_path: Path) -> None:
     chain = EmbeddedChain(tmp_path / "c")
     try:

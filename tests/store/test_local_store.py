@@ -76,3 +76,15 @@ def test_survives_reopen(tmp_path):
 def test_open_store_picks_backend(tmp_path):
     assert isinstance(open_store(tmp_path / "s"), LocalStore)
     assert isinstance(open_store("http://127.0.0.1:5001"), IpfsHttpStore)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_fsync_only_when_durable(tmp_path, monkeypatch, durable):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    store = LocalStore(tmp_path / "blobs", durable=durable)
+    cid = store.put(b"blob")
+    assert store.get(cid) == b"blob" and store.put(b"blob") == cid
+    assert [p.name for p in store.path_of(cid).parent.iterdir()] == [cid]
+    assert bool(synced) is durable  # file and directory fsynced only when durable

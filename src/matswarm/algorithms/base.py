@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from matswarm.algorithms.training import ExtraLoss, train_local
+from matswarm.algorithms.training import ExtraLoss, adam, train_local
 from matswarm.data.federated import StandardizedOrg
 from matswarm.models.base import RegressionModel
 
@@ -117,7 +117,7 @@ class Algorithm:
         """The org's local optimiser. It lives as long as the org's node, so Adam's moment
         estimates carry over between rounds (re-initialising them every round makes each round
         start with sign-like steps of size ``lr``, a noise floor we measured at 3x the error)."""
-        return torch.optim.Adam(model.parameters(), lr=self.lr)
+        return adam(model, self.lr)
 
     @classmethod
     def citations(cls) -> tuple[str, ...]:

@@ -32,12 +32,13 @@ _HEAD_KEY = SchemaV1.make_canonical_head_hash_lookup_key()
 class SqliteKV(BaseDB):
     """bytes -> bytes table in a SQLite file; writes join the open transaction."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
         self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed block survives power loss as well as a killed process.
-        self._conn.execute("PRAGMA synchronous=FULL")
+        # FULL: a committed block survives power loss as well as a killed process. NORMAL
+        # (durable=False) still survives a killed process, but not a power loss or OS crash.
+        self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._conn.execute("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
         self._conn.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
         self._in_tx = False

@@ -211,7 +211,8 @@ class EmbeddedChain(Chain):
     """In-process eth-tester + py-evm chain persisted in ``directory``.
 
     Every mined block is one durable SQLite commit (see ``_kv``), so the chain
-    survives a restart or a killed process. One process at a time may open a
+    survives a restart or a killed process (and, unless ``durable=False``, a power
+    loss: each commit is fsynced). One process at a time may open a
     directory (an exclusive ``flock``; the OS drops it when the process dies).
     Gas is free (base fee 0, as on a Besu network with ``zeroBaseFee``), so org
     accounts need no funding. There is no consensus: see the package docstring.
@@ -219,7 +220,13 @@ class EmbeddedChain(Chain):
 
     preflight_block = "pending"
 
-    def __init__(self, directory: str | os.PathLike[str], *, chain_id: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        chain_id: int | None = None,
+        durable: bool = True,
+    ) -> None:
         from eth_tester import EthereumTester
         from web3.providers.eth_tester import EthereumTesterProvider
         from web3.providers.eth_tester.defaults import API_ENDPOINTS, static_return
@@ -233,7 +240,7 @@ class EmbeddedChain(Chain):
             os.close(self._lock_fd)
             raise LedgerLocked(f"{self.directory} is open in another process") from None
         try:
-            self._kv = SqliteKV(self.directory / "chain.sqlite")
+            self._kv = SqliteKV(self.directory / "chain.sqlite", durable=durable)
             stored = self._kv.get_meta("chain_id")
             if stored is not None and chain_id is not None and int(stored) != chain_id:
                 raise LedgerError(

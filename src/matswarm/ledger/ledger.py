@@ -388,14 +388,16 @@ class Ledger:
         *,
         founders: Sequence[str] | None = None,
         chain_id: int | None = None,
+        durable: bool = True,
     ) -> Ledger:
         """Open (or create and deploy on first use) the embedded chain in ``directory``.
 
         The contract address lives in the chain's own database, so a restart
         reopens the same deployment; the event index is ``directory/index.sqlite``.
-        ``founders`` only matters on first use. Close with :meth:`close`.
+        ``founders`` only matters on first use. ``durable=False`` skips the fsync per block
+        (see :class:`EmbeddedChain`). Close with :meth:`close`.
         """
-        chain = EmbeddedChain(directory, chain_id=chain_id)
+        chain = EmbeddedChain(directory, chain_id=chain_id, durable=durable)
         try:
             index_path = Path(directory) / "index.sqlite"
             stored = chain.get_meta(_DEPLOYMENT_KEY)

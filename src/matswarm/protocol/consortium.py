@@ -51,13 +51,21 @@ class Consortium:
         self.identities = identities
 
     @classmethod
-    def embedded(cls, directory: str | Path, names: Sequence[str]) -> Consortium:
-        """Fresh keys for ``names``, all founders of a new embedded chain in ``directory``."""
+    def embedded(
+        cls, directory: str | Path, names: Sequence[str], *, durable: bool = True
+    ) -> Consortium:
+        """Fresh keys for ``names``, all founders of a new embedded chain in ``directory``.
+
+        ``durable=False`` writes the chain and the store without fsyncs: safe against a killed
+        process, not against a power loss; for experiment runs, which are re-run, not resumed.
+        """
         directory = Path(directory)
         identities = {n: OrgIdentity.generate(n) for n in names}
         founders = [i.evm_address for i in identities.values()]
         first = identities[names[0]]
-        ledger = Ledger.embedded(directory / "ledger", first.evm_account(), founders=founders)
+        ledger = Ledger.embedded(
+            directory / "ledger", first.evm_account(), founders=founders, durable=durable
+        )
         # Gas is free on the embedded chain and a reverted transaction is still reported with
         # the contract's reason, so the pre-flight eth_call (which doubles the EVM work) is off.
         ledger.preflight = False
@@ -66,7 +74,7 @@ class Consortium:
             ledger.with_account(ident.evm_account()).register_org(
                 bytes.fromhex(pub.ed25519), bytes.fromhex(pub.x25519), org_metadata(pub)
             )
-        return cls(ledger, LocalStore(directory / "store"), identities)
+        return cls(ledger, LocalStore(directory / "store", durable=durable), identities)
 
     def close(self) -> None:
         self.ledger.close()

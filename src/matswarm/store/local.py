@@ -5,6 +5,10 @@ from the end, where the digest varies, like Kubo's ``next-to-last/2`` flatfs sha
 directory grows past ~1024 entries per million blobs. Writes go to a temporary file in the same
 directory, are fsynced, then ``os.replace``-d into place and the directory is fsynced: a crash
 leaves either no blob or the whole blob, never a partial one. Blobs are made read-only (0444).
+
+``durable=False`` skips the fsyncs: a killed process still leaves whole blobs (the OS keeps
+what was written), but a power loss or kernel crash may lose recent ones. For throw-away
+experiment runs, which are re-run rather than resumed.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ log = logging.getLogger(__name__)
 class LocalStore(BlobStore):
     """Blobs as files under ``directory`` (created if missing)."""
 
-    def __init__(self, directory: str | os.PathLike[str]):
+    def __init__(self, directory: str | os.PathLike[str], *, durable: bool = True):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.durable = durable
 
     @property
     def location(self) -> str:
@@ -56,15 +61,17 @@ class LocalStore(BlobStore):
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if self.durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.chmod(tmp, 0o444)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        _fsync_dir(path.parent)
+        if self.durable:
+            _fsync_dir(path.parent)
         return cid
 
     def get(self, cid: str) -> bytes:
