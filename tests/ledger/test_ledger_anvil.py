@@ -164,3 +164,61 @@ def test_wrong_chain_id_refused_by_client_and_by_node(node: AnvilNode) -> None:
             chain.send_raw_transaction(founder.sign_transaction(tx).raw_transaction)
     finally:
         ledger.close()
+
+
+def test_in_process_trusted_task_on_anvil(node: AnvilNode, tmp_path: Path, small_synthetic) -> None:
+    """The trusted round over JSON-RPC, where a block producer may order different senders'
+    transactions freely: commitments are mined before any vote is sent, and the task verifies."""
+    from matswarm.aggregation import make_rule
+    from matswarm.algorithms import make_algorithm
+    from matswarm.models import ModelSpec
+    from matswarm.protocol.consortium import Consortium, TrustSettings, trusted_engine
+    from matswarm.protocol.trusted import org_metadata
+    from matswarm.protocol.verify import verify_task
+    from matswarm.runtime import build_engine
+    from matswarm.store import LocalStore
+    from matswarm.trust import OrgIdentity
+
+    ds = small_synthetic
+    chain = RpcChain(node.url)
+    identities = {n: OrgIdentity.generate(n) for n in ds.org_names}
+    accounts = [i.evm_account() for i in identities.values()]
+    for a in accounts:
+        chain.fund(a.address)
+    ledger = Ledger.deploy(
+        chain, accounts[0], [a.address for a in accounts], index_path=tmp_path / "idx.sqlite"
+    )
+    try:
+        for ident in identities.values():
+            pub = ident.public
+            ledger.with_account(ident.evm_account()).register_org(
+                bytes.fromhex(pub.ed25519), bytes.fromhex(pub.x25519), org_metadata(pub)
+            )
+        cons = Consortium(ledger, LocalStore(tmp_path / "store"), identities)
+        spec_model = ModelSpec("mlp", hidden=8)
+        algo = make_algorithm("fedavg", rounds=2, local_steps=3, lr=1e-2, batch_size=32)
+        engine = build_engine(ds, spec_model, algo, make_rule("mean"), 0)
+        engine, _, task_id = trusted_engine(
+            engine,
+            cons,
+            model_spec=spec_model,
+            algorithm=algo,
+            rule=make_rule("mean"),
+            seed=0,
+            schema=ds.schema.to_dict(),
+            settings=TrustSettings(),
+        )
+        engine.run()
+        rounds = ledger.rounds(task_id)
+        assert [r.phase for r in rounds.values()] == [RoundPhase.FINAL, RoundPhase.FINAL]
+        for r in rounds.values():  # every commitment mined in an earlier block than any vote
+            first_vote = min(
+                e.block_number
+                for e in ledger.events(task_id, ["GlobalVoted"])
+                if e.args["round"] == r.round
+            )
+            assert max(c.block_number for c in r.commitments.values()) < first_vote
+        report = verify_task(ledger, cons.store, task_id, identity=identities[ds.org_names[0]])
+        assert report.ok and report.rounds_verified == 2
+    finally:
+        ledger.close()

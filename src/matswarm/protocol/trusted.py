@@ -42,7 +42,16 @@ from typing import Any
 import numpy as np
 
 from matswarm.algorithms.base import LocalResult, RingMessage
-from matswarm.ledger import Batch, BatchError, Commitment, Ledger, Pending, TxCall, TxResult
+from matswarm.ledger import (
+    Batch,
+    BatchError,
+    Commitment,
+    EmbeddedChain,
+    Ledger,
+    Pending,
+    TxCall,
+    TxResult,
+)
 from matswarm.protocol.aggregator import Aggregator
 from matswarm.protocol.attestation import AttestationPolicy
 from matswarm.protocol.codec import (
@@ -333,6 +342,11 @@ class TrustedHooks(RoundHooks):
     the batch or fails ("voting not open") if any of them did not make it into the block.
     A failed commitment therefore finalises nothing; the batch's failures are raised, the
     round stays open on the ledger, and a resumed task re-runs it.
+
+    That needs the batch executed in order, which only the embedded chain promises (it mines
+    a batch as one block). On a JSON-RPC chain a block producer may order different senders'
+    transactions as it likes, so there the commitments are sent (and mined) first and the
+    votes after them: two batches per round.
     """
 
     def __init__(
@@ -345,6 +359,7 @@ class TrustedHooks(RoundHooks):
         self._accepted: dict[str, list[Update]] = {}
         self.on_event = on_event
         self._batch = self.reference.ledger.batch()
+        self._one_block = isinstance(self.reference.ledger.chain, EmbeddedChain)
         self._published: list[dict[str, Any]] = []
         for a in agents:
             a.batch = self._batch
@@ -378,9 +393,11 @@ class TrustedHooks(RoundHooks):
         return ref
 
     def finalise(self, round_, previous_global, global_params, updates, aggregator) -> str:
+        if not self._one_block:
+            self._flush()  # commitments (and rejections) mined before any vote is sent
         for name, agent in self.agents.items():
             agent.aggregate_and_vote(round_, previous_global, self._accepted[name])
-        self._flush()  # commitments, rejections and votes: the round's one block
+        self._flush()  # the round's votes (embedded chain: with its commitments, one block)
         published, self._published = self._published, []
         if self.on_event is not None:
             for event in published:
