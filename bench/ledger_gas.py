@@ -2,15 +2,16 @@
 
 One round = every participant commits an update, then every participant votes
 the global hash (the quorum-th vote finalises; later votes are still recorded).
-By default each phase's transactions go out as one batch (``Ledger.send_batch``:
-one block on the embedded chain), as the trust layer sends them; ``--one-by-one``
+Transactions go out as the trust layer sends them (``--layout``): on the embedded chain a
+round's commitments and votes in one batch (``Ledger.send_batch``: one block, ``round``); on a
+JSON-RPC chain, or with pre-flight on, the commitments then the votes (``phase``); ``tx``
 sends (and mines) each transaction on its own. CPU is this process's CPU time spent
 inside ledger calls: signing, pre-flight ``eth_call``, EVM execution, block
 persistence (SQLite) and event decoding.
 
     python bench/ledger_gas.py                       # embedded, 3 and 15 orgs, 20 rounds
     python bench/ledger_gas.py --backend anvil       # needs $MATSWARM_ANVIL or anvil on PATH
-    python bench/ledger_gas.py --orgs 3 15 --rounds 50 --no-preflight --one-by-one
+    python bench/ledger_gas.py --orgs 3 15 --rounds 50 --no-preflight --layout tx
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _ledger(backend: str, workdir: Path, founder: object) -> Iterator[Ledger]:
             led.close()
 
 
-def run(n: int, rounds: int, backend: str, preflight: bool, batch: bool = True) -> dict[str, float]:
+def run(n: int, rounds: int, backend: str, preflight: bool, layout: str) -> dict[str, float]:
     founder = Account.create()
     orgs = [Account.create() for _ in range(n)]
     with tempfile.TemporaryDirectory() as tmp, _ledger(backend, Path(tmp), founder) as led:
@@ -90,11 +91,17 @@ def run(n: int, rounds: int, backend: str, preflight: bool, batch: bool = True) 
                 v.tx.commit_update(task, r, h(f"u{r}-{i}"), _cid(f"u{r}-{i}"))
                 for i, v in enumerate(views)
             ]
-            for res in led.send_batch(commits) if batch else [led.send(c) for c in commits]:
+            votes = [v.tx.vote_global(task, r, h(f"g{r}")) for v in views]
+            if layout == "round":
+                results = led.send_batch([*commits, *votes])
+            elif layout == "phase":
+                results = led.send_batch(commits) + led.send_batch(votes)
+            else:
+                results = [led.send(c) for c in (*commits, *votes)]
+            for res in results[:n]:
                 gas += res.gas_used
                 commit_gas.append(res.gas_used)
-            votes = [v.tx.vote_global(task, r, h(f"g{r}")) for v in views]
-            for res in led.send_batch(votes) if batch else [led.send(c) for c in votes]:
+            for res in results[n:]:
                 gas += res.gas_used
                 (final_gas if res.event("RoundFinalized") else vote_gas).append(res.gas_used)
             cpu_round.append(time.process_time() - c0)
@@ -126,8 +133,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--backend", choices=["embedded", "anvil"], default="embedded")
     ap.add_argument("--no-preflight", action="store_true", help="skip the eth_call before sending")
-    ap.add_argument("--one-by-one", action="store_true", help="no batches: a block per transaction")
+    ap.add_argument(
+        "--layout",
+        choices=["round", "phase", "tx"],
+        default=None,
+        help="round: one batch per round; phase: commitments, then votes; tx: one by one "
+        "(default: round on the embedded chain without pre-flight, else phase)",
+    )
     args = ap.parse_args()
+    preflight = not args.no_preflight
+    layout = args.layout or ("round" if args.backend == "embedded" and not preflight else "phase")
+    if layout == "round" and preflight:
+        ap.error("--layout round needs --no-preflight (votes pre-flight before the commitments)")
     try:
         import coincurve  # noqa: F401 - eth-keys uses it when present
 
@@ -135,8 +152,7 @@ def main() -> None:
     except ImportError:
         ecc = "pure-python"
     print(
-        f"backend={args.backend} preflight={not args.no_preflight} "
-        f"batch={not args.one_by_one} secp256k1={ecc} "
+        f"backend={args.backend} preflight={preflight} layout={layout} secp256k1={ecc} "
         f"python={platform.python_version()} cpu={platform.processor() or platform.machine()} "
         f"ncpu={os.cpu_count()} load={os.getloadavg()[0]:.1f}"
     )
@@ -147,7 +163,7 @@ def main() -> None:
     ]  # fmt: skip
     print(" | ".join(cols))
     for n in args.orgs:
-        res = run(n, args.rounds, args.backend, not args.no_preflight, not args.one_by_one)
+        res = run(n, args.rounds, args.backend, preflight, layout)
         print(
             " | ".join(
                 f"{res[c]:.0f}" if "gas" in c or c in ("orgs", "rounds") else f"{res[c]:.3f}"
