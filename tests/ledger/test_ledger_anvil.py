@@ -169,13 +169,12 @@ def test_wrong_chain_id_refused_by_client_and_by_node(node: AnvilNode) -> None:
 def test_in_process_trusted_task_on_anvil(node: AnvilNode, tmp_path: Path, small_synthetic) -> None:
     """The trusted round over JSON-RPC, where a block producer may order different senders'
     transactions freely: commitments are mined before any vote is sent, and the task verifies."""
-    from matswarm.aggregation import make_rule
+    from tests.trustflow.conftest import trusted_task
+
     from matswarm.algorithms import make_algorithm
-    from matswarm.models import ModelSpec
-    from matswarm.protocol.consortium import Consortium, TrustSettings, trusted_engine
+    from matswarm.protocol.consortium import Consortium
     from matswarm.protocol.trusted import org_metadata
     from matswarm.protocol.verify import verify_task
-    from matswarm.runtime import build_engine
     from matswarm.store import LocalStore
     from matswarm.trust import OrgIdentity
 
@@ -195,19 +194,8 @@ def test_in_process_trusted_task_on_anvil(node: AnvilNode, tmp_path: Path, small
                 bytes.fromhex(pub.ed25519), bytes.fromhex(pub.x25519), org_metadata(pub)
             )
         cons = Consortium(ledger, LocalStore(tmp_path / "store"), identities)
-        spec_model = ModelSpec("mlp", hidden=8)
         algo = make_algorithm("fedavg", rounds=2, local_steps=3, lr=1e-2, batch_size=32)
-        engine = build_engine(ds, spec_model, algo, make_rule("mean"), 0)
-        engine, _, task_id = trusted_engine(
-            engine,
-            cons,
-            model_spec=spec_model,
-            algorithm=algo,
-            rule=make_rule("mean"),
-            seed=0,
-            schema=ds.schema.to_dict(),
-            settings=TrustSettings(),
-        )
+        engine, _, task_id = trusted_task(cons, ds, algo)
         engine.run()
         rounds = ledger.rounds(task_id)
         assert [r.phase for r in rounds.values()] == [RoundPhase.FINAL, RoundPhase.FINAL]

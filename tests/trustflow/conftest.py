@@ -14,6 +14,21 @@ from matswarm.runtime import build_engine
 SPEC = ModelSpec("mlp", hidden=8)
 
 
+def trusted_task(cons, ds, algo, *, rule="mean", seed=0, settings=None, spec=SPEC):
+    """An in-process engine for ``ds`` with the trust layer of ``cons`` attached (task created)."""
+    eng = build_engine(ds, spec, algo, make_rule(rule), seed)
+    return trusted_engine(
+        eng,
+        cons,
+        model_spec=spec,
+        algorithm=algo,
+        rule=make_rule(rule),
+        seed=seed,
+        schema=ds.schema.to_dict(),
+        settings=settings or TrustSettings(),
+    )
+
+
 def run_trusted(
     ds,
     workdir,
@@ -31,17 +46,8 @@ def run_trusted(
     extra = {"gamma": 0.5} if algorithm == "matswarm" else {}
     algo = make_algorithm(algorithm, rounds=rounds, local_steps=4, lr=1e-2, batch_size=32, **extra)
     cons = Consortium.embedded(workdir, ds.org_names)
-    eng = build_engine(ds, SPEC, algo, make_rule(rule), seed)
-    eng, spec, task_id = trusted_engine(
-        eng,
-        cons,
-        model_spec=SPEC,
-        algorithm=algo,
-        rule=make_rule(rule),
-        seed=seed,
-        schema=ds.schema.to_dict(),
-        settings=TrustSettings(encrypt_updates=encrypt, enclave=enclave),
-    )
+    settings = TrustSettings(encrypt_updates=encrypt, enclave=enclave)
+    eng, spec, task_id = trusted_task(cons, ds, algo, rule=rule, seed=seed, settings=settings)
     eng.run()
     if finish:
         finish_task(cons, spec, task_id, eng, model=SPEC.build(ds.schema.n_features))

@@ -11,7 +11,7 @@ from matswarm.protocol.verify import first_failure_line, verify_task
 from matswarm.runtime import build_engine
 from matswarm.store.cid import cid_from_digest
 
-from .conftest import SPEC, run_trusted
+from .conftest import SPEC, run_trusted, trusted_task
 
 
 def test_trusted_run_has_the_plain_runs_hashes_and_verifies(trusted_run, small_synthetic):
@@ -148,22 +148,14 @@ def test_unknown_task_is_an_error(trusted_run):
 def _attested_run(ds, workdir, attack):
 
     from matswarm.attacks import ByzantineParticipant, make_attack, poison_dataset
-    from matswarm.protocol.consortium import Consortium, TrustSettings, trusted_engine
+    from matswarm.protocol.consortium import Consortium, TrustSettings
 
     if attack == "label-flip":
         ds = poison_dataset(ds, {"org3": make_attack("label-flip")})
     algo = make_algorithm("fedavg", rounds=3, local_steps=4, lr=1e-2, batch_size=32)
     cons = Consortium.embedded(workdir, ds.org_names)
-    eng = build_engine(ds, SPEC, algo, make_rule("mean"), 0)
-    eng, _, task_id = trusted_engine(
-        eng,
-        cons,
-        model_spec=SPEC,
-        algorithm=algo,
-        rule=make_rule("mean"),
-        seed=0,
-        schema=ds.schema.to_dict(),
-        settings=TrustSettings(attested_training=True),
+    eng, _, task_id = trusted_task(
+        cons, ds, algo, settings=TrustSettings(attested_training=True)
     )
     if attack != "label-flip":
         eng.participants[2] = ByzantineParticipant(eng.participants[2], make_attack(attack))
