@@ -188,3 +188,31 @@ def test_attestation_cannot_stop_label_flipping(small_synthetic, tmp_path):
         assert cons.ledger.events(task_id, names=["UpdateRejected"]) == []
     finally:
         cons.close()
+
+
+def test_a_refused_commitment_is_reported_and_votes_cover_what_was_mined(small_synthetic, tmp_path):
+    """An org already has a commitment for the round on the ledger (its key used elsewhere): the
+    one its agent queues is refused in the round's block, and the orgs' votes must cover the
+    mined commitment (here: not in the store, so rejected), never the refused one."""
+    from matswarm.ledger import ContractRevert
+    from matswarm.protocol.consortium import Consortium
+    from matswarm.store import compute_cid
+
+    ds = small_synthetic
+    cons = Consortium.embedded(tmp_path, ds.org_names)
+    try:
+        algo = make_algorithm("fedavg", rounds=2, local_steps=4, lr=1e-2, batch_size=32)
+        eng, _, task_id = trusted_task(cons, ds, algo)
+        eng.run_round(1)
+        third = cons.identities[ds.org_names[2]]
+        cons.ledger.with_account(third.evm_account()).commit_update(
+            task_id, 2, os.urandom(32), compute_cid(b"an update nobody stored")
+        )
+        with pytest.raises(ContractRevert, match=r"commit phase over|already committed"):
+            eng.run_round(2)
+        report = verify_task(
+            cons.ledger, cons.store, task_id, identity=cons.identities[ds.org_names[0]]
+        )
+        assert report.ok and report.rounds_verified == 2, first_failure_line(report)
+    finally:
+        cons.close()

@@ -32,7 +32,6 @@ process holds it); the simulated enclave proves code identity, not hardware isol
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +47,7 @@ from matswarm.ledger import (
     Commitment,
     EmbeddedChain,
     Ledger,
+    LedgerError,
     Pending,
     TxCall,
     TxResult,
@@ -213,13 +213,22 @@ class OrgAgent:
             self.record.vote_txs[round_] = tx.tx_hash
             self.last_vote = tx
 
-    def settle(self) -> None:
-        """Record the outcome of this org's queued transactions once their batch was sent;
-        raises the first failure (the contract's reason), like an unbatched send would."""
+    def settle(self, *, raise_failure: bool = True) -> LedgerError | None:
+        """Record the outcome of this org's queued transactions once their batch was sent.
+
+        Every mined transaction is recorded; the first failure (the contract's reason) is
+        raised, like an unbatched send would, or returned when ``raise_failure`` is off."""
         queued, self._queued = self._queued, []
         self.queued_commitment = None
+        failure = None
         for kind, round_, pending in queued:
-            self._record(kind, round_, pending.result())
+            try:
+                self._record(kind, round_, pending.result())
+            except LedgerError as exc:
+                failure = failure or exc
+        if failure is not None and raise_failure:
+            raise failure
+        return failure
 
     # -- 2. verify ----------------------------------------------------------------------------
     def collect(
@@ -368,23 +377,32 @@ class TrustedHooks(RoundHooks):
             a.ledger.preflight = False
 
     def _flush(self) -> None:
-        """Send the queued transactions of every org (one block), then record them."""
-        # On a failure every org's settle() raises its own, in agent order.
-        with contextlib.suppress(BatchError):
+        """Send the queued transactions of every org (one block), record them, and raise the
+        batch's first failure: in batch order, so a refused commitment is reported rather
+        than the votes it left without an open vote phase."""
+        try:
             self._batch.send()
+            failure = None
+        except BatchError as exc:
+            failure = exc.first
         for agent in self.agents.values():
-            agent.settle()
+            agent.settle(raise_failure=False)
+        if failure is not None:
+            raise failure
 
     def publish(self, update: Update, result: LocalResult) -> None:
         cid = self.agents[update.org].publish(update)
         self._published.append({"round": update.round, "org": update.org, "cid": cid})
 
     def collect(self, round_: int, updates: list[Update]) -> list[Update]:
-        # The round's commitments: any already mined (a resumed round), then those queued.
+        # The round's commitments: those already mined (a resumed round), then the queued ones
+        # of the other orgs. A queued commitment of an org that has one on the ledger will be
+        # refused ("already committed"), so the mined one is what the votes must cover.
         commitments = dict(self.reference.ledger.commitments(self.reference.task_id, round_))
         for agent in self.agents.values():
-            if agent.queued_commitment is not None:
-                commitments[agent.queued_commitment.org] = agent.queued_commitment
+            queued = agent.queued_commitment
+            if queued is not None and queued.org not in commitments:
+                commitments[queued.org] = queued
         # Every org verifies on its own; an honest consortium reaches the same verdict.
         self._accepted = {name: a.collect(round_, commitments) for name, a in self.agents.items()}
         ref = self._accepted[self.reference.name]
