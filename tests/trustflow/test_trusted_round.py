@@ -216,3 +216,29 @@ def test_a_refused_commitment_is_reported_and_votes_cover_what_was_mined(small_s
         assert report.ok and report.rounds_verified == 2, first_failure_line(report)
     finally:
         cons.close()
+
+
+def test_a_round_where_every_update_is_rejected_stops_with_the_rejections_on_the_ledger(
+    small_synthetic, tmp_path
+):
+    from matswarm.attacks import ByzantineParticipant, make_attack
+    from matswarm.protocol.consortium import Consortium, TrustSettings
+    from matswarm.protocol.trusted import ProtocolError
+
+    ds = small_synthetic
+    cons = Consortium.embedded(tmp_path, ds.org_names)
+    try:
+        algo = make_algorithm("fedavg", rounds=2, local_steps=4, lr=1e-2, batch_size=32)
+        eng, _, task_id = trusted_task(
+            cons, ds, algo, settings=TrustSettings(attested_training=True)
+        )
+        for i, p in enumerate(eng.participants):  # every update manipulated after training
+            eng.participants[i] = ByzantineParticipant(p, make_attack("sign-flip"))
+        with pytest.raises(ProtocolError, match="no update survived verification"):
+            eng.run_round(1)
+        assert len(cons.ledger.commitments(task_id, 1)) == 3
+        rejected = cons.ledger.events(task_id, ["UpdateRejected"])
+        assert len(rejected) == 9  # each org recorded each of the three updates
+        assert not cons.ledger.round_info(task_id, 1).finalized
+    finally:
+        cons.close()

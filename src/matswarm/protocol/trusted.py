@@ -349,8 +349,9 @@ class TrustedHooks(RoundHooks):
     only count for exactly those commitments: the contract opens voting only once every
     participant has committed, once each, so a vote executes after all K commitments of
     the batch or fails ("voting not open") if any of them did not make it into the block.
-    A failed commitment therefore finalises nothing; the batch's failures are raised, the
-    round stays open on the ledger, and a resumed task re-runs it.
+    A refused commitment therefore finalises nothing (the batch's first failure is raised,
+    the round stays open on the ledger, and a resumed task re-runs it), unless its org
+    already had one mined for the round: then the orgs verified and voted on that one.
 
     That needs the batch executed in order, which only the embedded chain promises (it mines
     a batch as one block). On a JSON-RPC chain a block producer may order different senders'
@@ -407,6 +408,7 @@ class TrustedHooks(RoundHooks):
         self._accepted = {name: a.collect(round_, commitments) for name, a in self.agents.items()}
         ref = self._accepted[self.reference.name]
         if not ref:
+            self._flush()  # the commitments and the rejections that explain them
             raise ProtocolError(f"round {round_}: no update survived verification")
         return ref
 
