@@ -169,7 +169,7 @@ def test_wrong_chain_id_refused_by_client_and_by_node(node: AnvilNode) -> None:
 def test_in_process_trusted_task_on_anvil(node: AnvilNode, tmp_path: Path, small_synthetic) -> None:
     """The trusted round over JSON-RPC, where a block producer may order different senders'
     transactions freely: commitments are mined before any vote is sent, and the task verifies."""
-    from tests.trustflow.conftest import trusted_task
+    from tests.trustflow.helpers import trusted_task
 
     from matswarm.algorithms import make_algorithm
     from matswarm.protocol.consortium import Consortium

@@ -4,14 +4,13 @@ import os
 
 import numpy as np
 import pytest
+from tests.trustflow.helpers import SPEC, run_trusted, trusted_task
 
 from matswarm.aggregation import make_rule
 from matswarm.algorithms import make_algorithm
 from matswarm.protocol.verify import first_failure_line, verify_task
 from matswarm.runtime import build_engine
 from matswarm.store.cid import cid_from_digest
-
-from .conftest import SPEC, run_trusted, trusted_task
 
 
 def test_trusted_run_has_the_plain_runs_hashes_and_verifies(trusted_run, small_synthetic):
