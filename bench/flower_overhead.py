@@ -21,7 +21,6 @@ import platform
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,12 +38,11 @@ from matswarm.runtime.flower.deploy import (
     free_port,
     make_node_key,
     make_tls,
+    node_argv,
     superlink_argv,
     wait_port,
 )
 from matswarm.runtime.flower.spec import make_task_spec
-
-CLI = [sys.executable, "-m", "matswarm.cli.main"]
 
 
 def demo_task(directory: Path, algorithm: str, rounds: int) -> tuple[TaskSpec, dict[str, Path]]:
@@ -129,23 +127,9 @@ def deployed(
         for name, path in files.items():
             procs.append(
                 subprocess.Popen(
-                    [
-                        *CLI,
-                        "node",
-                        "start",
-                        "--org",
-                        name,
-                        "--data",
-                        str(path),
-                        "--coordinator",
-                        address,
-                        "--root-cert",
-                        str(tls.ca_cert),
-                        "--key",
-                        str(keys[name]),
-                        "--workdir",
-                        str(d / name),
-                    ],
+                    node_argv(
+                        name, path, address, root_cert=tls.ca_cert, key=keys[name], workdir=d / name
+                    ),
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.STDOUT,

@@ -18,7 +18,13 @@ from tests.flower.helpers import inprocess_hashes, make_consortium, make_spec, t
 
 from matswarm.cli.deploy import NODE_REFUSED
 from matswarm.ledger.anvil import ANVIL_ENV, AnvilNode, find_anvil
-from matswarm.runtime.flower.deploy import ControlClient, free_port, make_node_key, wait_port
+from matswarm.runtime.flower.deploy import (
+    ControlClient,
+    free_port,
+    make_node_key,
+    node_argv,
+    wait_port,
+)
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "matswarm.cli.main"]
@@ -107,24 +113,15 @@ def cluster(org_files, tmp_path_factory):
         for name, path in org_files.items():
             wd = d / name
             p = subprocess.Popen(
-                [
-                    *CLI,
-                    "node",
-                    "start",
-                    "--org",
+                node_argv(
                     name,
-                    "--data",
-                    str(path),
-                    "--coordinator",
+                    path,
                     address,
-                    "--root-cert",
-                    str(ca),
-                    "--key",
-                    str(keys[name][0]),
-                    "--workdir",
-                    str(wd),
-                    *trust_args[name],
-                ],
+                    root_cert=ca,
+                    key=keys[name][0],
+                    workdir=wd,
+                    extra=trust_args[name],
+                ),
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
@@ -134,23 +131,14 @@ def cluster(org_files, tmp_path_factory):
         # A node whose key was never registered (started now, checked by its test).
         intruder_key, _ = make_node_key(d / "keys" / "intruder")
         intruder = subprocess.Popen(
-            [
-                *CLI,
-                "node",
-                "start",
-                "--org",
+            node_argv(
                 "org1",
-                "--data",
-                str(org_files["org1"]),
-                "--coordinator",
+                org_files["org1"],
                 address,
-                "--root-cert",
-                str(ca),
-                "--key",
-                str(intruder_key),
-                "--workdir",
-                str(d / "intruder"),
-            ],
+                root_cert=ca,
+                key=intruder_key,
+                workdir=d / "intruder",
+            ),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -61,9 +61,12 @@ class Chain(ABC):
     def chain_id(self) -> int:
         """The chain id the connected chain reports now."""
 
-    @abstractmethod
     def send_raw_transaction(self, raw: bytes) -> TxReceipt:
-        """Submit a signed transaction and return its receipt once mined."""
+        """Submit a signed transaction and return its receipt once mined (raises if refused)."""
+        (outcome,) = self.send_raw_transactions([raw])
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome
 
     @abstractmethod
     def send_raw_transactions(self, raws: Sequence[bytes]) -> list[TxReceipt | LedgerError]:
@@ -298,12 +301,6 @@ class EmbeddedChain(Chain):
         if pending.gas_used == 0 and pending.timestamp != ts:
             self.chain.header = pending.copy(timestamp=ts)
 
-    def send_raw_transaction(self, raw: bytes) -> TxReceipt:
-        (outcome,) = self.send_raw_transactions([raw])
-        if isinstance(outcome, LedgerError):
-            raise outcome
-        return outcome
-
     def send_raw_transactions(self, raws: Sequence[bytes]) -> list[TxReceipt | LedgerError]:
         """Apply the transactions in order to the pending block and mine it: one block.
 
@@ -535,12 +532,6 @@ class RpcChain(Chain):
     @property
     def chain_id(self) -> int:
         return int(self.w3.eth.chain_id)
-
-    def send_raw_transaction(self, raw: bytes) -> TxReceipt:
-        (outcome,) = self.send_raw_transactions([raw])
-        if isinstance(outcome, LedgerError):
-            raise outcome
-        return outcome
 
     def send_raw_transactions(self, raws: Sequence[bytes]) -> list[TxReceipt | LedgerError]:
         """Send every transaction to the node's pool, then wait for each receipt.

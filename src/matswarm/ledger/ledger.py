@@ -879,14 +879,8 @@ class Ledger:
             if e.name == "RoundOpened":
                 st["phase"], st["deadline"] = RoundPhase.COMMIT, int(e.args["deadline"])
             elif e.name == "UpdateCommitted":
-                org = checksum(e.args["org"])
-                st["commitments"][org] = Commitment(
-                    org,
-                    bytes(HexBytes(e.args["updateHash"])),
-                    e.args["cid"],
-                    e.block_number,
-                    e.tx_hash,
-                )
+                c = _commitment(e)
+                st["commitments"][c.org] = c
             elif e.name == "CommitsClosed":
                 st["phase"], st["deadline"] = RoundPhase.VOTE, int(e.args["voteDeadline"])
                 st["missing"] = tuple(checksum(m) for m in e.args["missing"])
@@ -934,13 +928,7 @@ class Ledger:
         for e in self._index.query(task=HexBytes(tid).to_0x_hex(), names=names, round=round):
             org = checksum(e.args["org"])
             if e.name == "UpdateCommitted":
-                commitments[org] = Commitment(
-                    org,
-                    bytes(HexBytes(e.args["updateHash"])),
-                    e.args["cid"],
-                    e.block_number,
-                    e.tx_hash,
-                )
+                commitments[org] = _commitment(e)
             else:
                 votes[org] = bytes(HexBytes(e.args["globalHash"]))
                 vote_txs[org] = e.tx_hash
@@ -965,6 +953,17 @@ class Ledger:
         self.sync()
         task_hex = None if task_id is None else HexBytes(_b32(task_id, "task_id")).to_0x_hex()
         return self._index.query(task=task_hex, names=names)
+
+
+def _commitment(e: LedgerEvent) -> Commitment:
+    """The commitment an ``UpdateCommitted`` event records."""
+    return Commitment(
+        checksum(e.args["org"]),
+        bytes(HexBytes(e.args["updateHash"])),
+        e.args["cid"],
+        e.block_number,
+        e.tx_hash,
+    )
 
 
 def _fees(chain: Chain) -> dict[str, int]:

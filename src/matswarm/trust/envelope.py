@@ -47,6 +47,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -462,21 +463,28 @@ def _kek(shared: bytes, eph_pub: bytes, recipient_pub: bytes, recipient: str) ->
     ).derive(shared)
 
 
+def _header_fields(env: Envelope) -> list[Any]:
+    """The header fields that both the signature and the AEAD's associated data cover."""
+    return [
+        env.version,
+        env.task_id,
+        env.round,
+        env.sender,
+        env.kind,
+        env.seq,
+        env.nonce,
+        env.payload_sha256,
+        env.payload_size,
+    ]
+
+
 def _aad(env: Envelope) -> bytes:
     enc = env.encryption
     assert enc is not None
     return encode_fields(
         b"matswarm/envelope-aad/v1\0",
         [
-            env.version,
-            env.task_id,
-            env.round,
-            env.sender,
-            env.kind,
-            env.seq,
-            env.nonce,
-            env.payload_sha256,
-            env.payload_size,
+            *_header_fields(env),
             enc.alg,
             enc.ephemeral_public,
             list(enc.recipient_names),
@@ -489,15 +497,7 @@ def _signed_bytes(env: Envelope) -> bytes:
     return encode_fields(
         b"matswarm/envelope/v1\0",
         [
-            env.version,
-            env.task_id,
-            env.round,
-            env.sender,
-            env.kind,
-            env.seq,
-            env.nonce,
-            env.payload_sha256,
-            env.payload_size,
+            *_header_fields(env),
             enc.alg if enc else None,
             enc.ephemeral_public if enc else None,
             enc.aead_nonce if enc else None,

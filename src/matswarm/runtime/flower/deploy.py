@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,6 +248,40 @@ def supernode_argv(
     if auth_key is not None:
         argv += ["--auth-supernode-private-key", str(auth_key)]
     return argv
+
+
+def node_argv(
+    org: str,
+    data: str | Path,
+    coordinator: str,
+    *,
+    root_cert: str | Path,
+    key: str | Path,
+    workdir: str | Path,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """``matswarm node start`` for one org (this interpreter), as a deployment script or a
+    test launches it; ``extra`` appends options such as the ledger and identity flags."""
+    return [
+        sys.executable,
+        "-m",
+        "matswarm.cli.main",
+        "node",
+        "start",
+        "--org",
+        org,
+        "--data",
+        str(data),
+        "--coordinator",
+        coordinator,
+        "--root-cert",
+        str(root_cert),
+        "--key",
+        str(key),
+        "--workdir",
+        str(workdir),
+        *extra,
+    ]
 
 
 def flower_env() -> dict[str, str]:
