@@ -473,3 +473,32 @@ def test_participant_checks_name_the_first_failing_rule(consortium: Consortium) 
             fn(member, h("no such task"))
         with pytest.raises(ContractRevert, match="not a participant"):
             fn(member, task)
+
+
+def test_reports_are_anchored_per_participant_kind_and_round(consortium: Consortium) -> None:
+    c = consortium
+    task = c.task()
+    a, b = c.as_(c.orgs[0]), c.as_(c.orgs[1])
+    a.record_report(task, 1, "dp-epsilon", h("eps-a-1"), "bafy-a1")
+    b.record_report(task, 1, "scores", h("scores-b-1"), "bafy-b1")
+    a.record_report(task, 0, "scores", h("scores-a-task"))
+    reports = c.ledger.reports(task)
+    assert [(r.reporter, r.round, r.kind) for r in reports] == [
+        (c.orgs[0].address, 1, "dp-epsilon"),
+        (c.orgs[1].address, 1, "scores"),
+        (c.orgs[0].address, 0, "scores"),
+    ]
+    assert reports[0].digest == h("eps-a-1") and reports[0].cid == "bafy-a1"
+    assert [r.reporter for r in c.ledger.reports(task, kind="scores", round=1)] == [
+        c.orgs[1].address
+    ]
+    with pytest.raises(ContractRevert, match="not admitted"):
+        c.as_(c.outsider).record_report(task, 1, "scores", h("x"))
+    with pytest.raises(ContractRevert, match="not a participant"):
+        c.as_(c.orgs[4]).record_report(task, 1, "scores", h("x"))
+    with pytest.raises(ContractRevert, match="empty report digest"):
+        a.record_report(task, 1, "scores", bytes(32))
+    with pytest.raises(ContractRevert, match="round beyond the task"):
+        a.record_report(task, 10_000, "scores", h("x"))
+    with pytest.raises(ValueError, match="kind"):
+        a.record_report(task, 1, "k" * 33, h("x"))

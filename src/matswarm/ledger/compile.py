@@ -42,16 +42,23 @@ def compile_contract() -> dict[str, Any]:
     if vyper.__version__.split("+")[0] != VYPER_VERSION:
         raise RuntimeError(f"vyper {VYPER_VERSION} required, found {vyper.__version__}")
     source = SOURCE_PATH.read_text()
-    out = vyper.compile_code(
-        source,
-        contract_path=SOURCE_PATH.name,
-        output_formats=["abi", "bytecode", "bytecode_runtime"],
-        settings=Settings(
-            evm_version=EVM_VERSION,
-            optimize=OptimizationLevel.from_string(OPTIMIZE),
-            experimental_codegen=EXPERIMENTAL_CODEGEN,
-        ),
+    settings = Settings(
+        evm_version=EVM_VERSION,
+        optimize=OptimizationLevel.from_string(OPTIMIZE),
+        experimental_codegen=EXPERIMENTAL_CODEGEN,
     )
+
+    def compile_(fmt: str) -> Any:
+        return vyper.compile_code(
+            source, contract_path=SOURCE_PATH.name, output_formats=[fmt], settings=settings
+        )[fmt]
+
+    # One output format per compilation: with Venom, vyper 0.4.3 asked for "bytecode" and
+    # "bytecode_runtime" together can return a runtime that differs (a shifted jump table)
+    # from the one the deploy code installs; compiled alone, the runtime is the deployed one.
+    abi, bytecode, runtime = compile_("abi"), compile_("bytecode"), compile_("bytecode_runtime")
+    if runtime[2:] not in bytecode:
+        raise RuntimeError("vyper's runtime bytecode is not the one its deploy code installs")
     return {
         "contract": CONTRACT_NAME,
         "vyper_version": VYPER_VERSION,
@@ -59,9 +66,9 @@ def compile_contract() -> dict[str, Any]:
         "optimize": OPTIMIZE,
         "experimental_codegen": EXPERIMENTAL_CODEGEN,
         "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
-        "abi": out["abi"],
-        "bytecode": out["bytecode"],
-        "bytecode_runtime": out["bytecode_runtime"],
+        "abi": abi,
+        "bytecode": bytecode,
+        "bytecode_runtime": runtime,
     }
 
 

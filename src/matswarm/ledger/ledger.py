@@ -28,6 +28,7 @@ from .types import (
     Commitment,
     LedgerEvent,
     OrgInfo,
+    Report,
     RoundInfo,
     RoundPhase,
     TaskInfo,
@@ -62,10 +63,12 @@ def _b32(value: HashLike, what: str) -> bytes:
     return raw
 
 
-#: String bounds of the contract (``MAX_CID``, ``MAX_META``, ``MAX_REASON``), in UTF-8 bytes.
+#: String bounds of the contract (``MAX_CID``, ``MAX_META``, ``MAX_REASON``, ``MAX_KIND``),
+#: in UTF-8 bytes.
 MAX_CID = 128
 MAX_META = 256
 MAX_REASON = 256
+MAX_KIND = 32
 
 
 def _text(value: str, limit: int, what: str) -> str:
@@ -264,6 +267,18 @@ class Calls:
             int(round),
             checksum(org),
             _text(reason, MAX_REASON, "reason"),
+        )
+
+    def record_report(
+        self, task_id: HashLike, round: int, kind: str, digest: HashLike, cid: str = ""
+    ) -> TxCall:
+        return self._call(
+            "recordReport",
+            _b32(task_id, "task_id"),
+            int(round),
+            _text(kind, MAX_KIND, "kind"),
+            _b32(digest, "digest"),
+            _text(cid, MAX_CID, "cid"),
         )
 
     def set_final_model(self, task_id: HashLike, model_hash: HashLike, cid: str) -> TxCall:
@@ -822,6 +837,42 @@ class Ledger:
         """Log that this participant rejected ``org``'s update in ``round`` (bad attestation...)."""
         return self.send(self.tx.record_rejection(task_id, round, org, reason))
 
+    def record_report(
+        self, task_id: HashLike, round: int, kind: str, digest: HashLike, cid: str = ""
+    ) -> TxResult:
+        """Anchor a per-round report of this participant on the ledger.
+
+        A report is any signed document the consortium must be able to re-check later
+        (differential-privacy spend, validation scores, contributions, ...): put its bytes
+        in the artifact store and record ``sha256(bytes)`` and the content id here under a
+        short ``kind`` (at most 32 bytes, e.g. ``"dp-epsilon"``). ``round`` 0 means the
+        whole task. The contract checks only that the sender is a participant.
+        """
+        return self.send(self.tx.record_report(task_id, round, kind, digest, cid))
+
+    def reports(
+        self, task_id: HashLike, kind: str | None = None, round: int | None = None
+    ) -> list[Report]:
+        """Recorded reports of a task (optionally one kind and/or round), in chain order."""
+        self.sync()
+        tid = HexBytes(_b32(task_id, "task_id")).to_0x_hex()
+        out = []
+        for e in self._index.query(task=tid, names=("ReportRecorded",), round=round):
+            if kind is not None and e.args["kind"] != kind:
+                continue
+            out.append(
+                Report(
+                    reporter=checksum(e.args["reporter"]),
+                    round=int(e.args["round"]),
+                    kind=e.args["kind"],
+                    digest=bytes(HexBytes(e.args["digest"])),
+                    cid=e.args["cid"],
+                    block_number=e.block_number,
+                    tx_hash=e.tx_hash,
+                )
+            )
+        return out
+
     def set_final_model(self, task_id: HashLike, model_hash: HashLike, cid: str) -> TxResult:
         """The "uploading" transaction: the issuer archives the final model once, at the end."""
         return self.send(self.tx.set_final_model(task_id, model_hash, cid))
@@ -947,8 +998,8 @@ class Ledger:
         ``AdmissionProposed``, ``AdmissionWithdrawn``,
         ``AdmissionVoted``, ``TaskCreated``, ``RoundOpened``,
         ``UpdateCommitted``, ``CommitsClosed``, ``GlobalVoted``, ``RoundFinalized``,
-        ``UpdateRejected``, ``TaskCompleted``, ``TaskAborted``, ``FinalModelSet``.
-        Arguments keep the contract's names; bytes are 0x-hex strings.
+        ``UpdateRejected``, ``TaskCompleted``, ``TaskAborted``, ``FinalModelSet``,
+        ``ReportRecorded``. Arguments keep the contract's names; bytes are 0x-hex strings.
         """
         self.sync()
         task_hex = None if task_id is None else HexBytes(_b32(task_id, "task_id")).to_0x_hex()

@@ -70,6 +70,20 @@ class Commitment:
 
 
 @dataclass(frozen=True)
+class Report:
+    """A per-round document anchored by ``recordReport``: its bytes live in the store."""
+
+    reporter: str
+    #: 0 for a task-level report.
+    round: int
+    kind: str
+    digest: bytes
+    cid: str
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
 class RoundInfo:
     task_id: bytes
     round: int

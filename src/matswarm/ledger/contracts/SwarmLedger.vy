@@ -36,6 +36,7 @@ MAX_PARTICIPANTS: constant(uint256) = 32
 MAX_META: constant(uint256) = 256
 MAX_CID: constant(uint256) = 128
 MAX_REASON: constant(uint256) = 256
+MAX_KIND: constant(uint256) = 32
 
 # task status
 STATUS_ACTIVE: constant(uint8) = 1
@@ -186,6 +187,14 @@ event TaskAborted:
 event FinalModelSet:
     taskId: indexed(bytes32)
     modelHash: bytes32
+    cid: String[MAX_CID]
+
+event ReportRecorded:
+    taskId: indexed(bytes32)
+    reporter: indexed(address)
+    kind: String[MAX_KIND]
+    round: uint256
+    digest: bytes32
     cid: String[MAX_CID]
 
 
@@ -506,6 +515,17 @@ def recordRejection(taskId: bytes32, round: uint256, org: address, reason: Strin
     assert self.rounds[taskId][round].phase != 0, "round not opened"
     self.rejectionCount[taskId] += 1
     log UpdateRejected(taskId=taskId, reporter=msg.sender, org=org, round=round, reason=reason)
+
+
+@external
+def recordReport(taskId: bytes32, round: uint256, kind: String[MAX_KIND], digest: bytes32, cid: String[MAX_CID]):
+    """@notice A participant anchors a signed per-round report (privacy spend, validation
+    scores, contributions...) by its digest and content id; round 0 is task-level."""
+    self._onlyParticipant(taskId)
+    assert len(kind) > 0, "empty report kind"
+    assert digest != empty(bytes32), "empty report digest"
+    assert round <= self.tasks[taskId].rounds, "round beyond the task"
+    log ReportRecorded(taskId=taskId, reporter=msg.sender, kind=kind, round=round, digest=digest, cid=cid)
 
 
 @external
