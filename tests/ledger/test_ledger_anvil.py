@@ -125,7 +125,9 @@ def test_full_round_trip_on_anvil(node: AnvilNode, tmp_path: Path) -> None:
         assert info.phase is RoundPhase.VOTE and info.missing == (orgs[3].address,)
         for v in views[:3]:
             v.vote_global(task, 2, h("g1"))
-        ledger.set_final_model(task, h("model"), "bafy-model")
+        for v in views[:3]:
+            v.vote_final_model(task, h("g1"), True)
+        ledger.set_final_model(task, h("g1"), "bafy-model")
         (found,) = ledger.find_task_by_spec(h("spec"))
         assert found.status is TaskStatus.ARCHIVED and found.final_model_cid == "bafy-model"
 

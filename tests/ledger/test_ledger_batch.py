@@ -253,7 +253,8 @@ def test_calldata_events_and_views_decode_as_web3_does(consortium: Consortium) -
     c.ledger.send_batch(_commits(c, task, 1))
     c.ledger.send_batch([c.as_(o).tx.vote_global(task, 1, h("g")) for o in c.orgs[:4]])
     c.as_(c.orgs[0]).record_rejection(task, 1, c.orgs[1].address, "why")
-    c.ledger.set_final_model(task, h("m"), "bafy-m")
+    c.ledger.send_batch([c.as_(o).tx.vote_final_model(task, h("g"), True) for o in c.orgs[:3]])
+    c.ledger.set_final_model(task, h("g"), "bafy-m")
     led, abi = c.ledger, contract_abi()
     samples = {
         "commitUpdate": [task, 1, h("u"), "bafy-ü"],
@@ -271,7 +272,7 @@ def test_calldata_events_and_views_decode_as_web3_does(consortium: Consortium) -
         assert led._decode(log) == event_from_log(name, web3_event)
     assert {"OrgAdmitted", "TaskCreated", "UpdateCommitted", "CommitsClosed"} <= names
     assert {"GlobalVoted", "RoundFinalized", "TaskCompleted", "UpdateRejected"} <= names
-    assert "FinalModelSet" in names
+    assert {"FinalModelSet", "FinalModelVoted", "FinalModelDecided"} <= names
     views = {
         "getTask": [task],
         "getRound": [task, 1],

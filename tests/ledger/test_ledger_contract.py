@@ -311,13 +311,19 @@ def test_full_task_then_final_model_upload_and_retrieval(consortium: Consortium)
     assert c.ledger.task_info(task).status is TaskStatus.COMPLETED
     _history_matches_the_contract(c, task)
     with pytest.raises(ContractRevert, match="not the issuer"):
-        c.as_(c.orgs[0]).set_final_model(task, h("model"), "bafy-model")
-    c.ledger.set_final_model(task, h("model"), "bafy-model")
+        c.as_(c.orgs[0]).set_final_model(task, h("g2"), "bafy-model")
+    with pytest.raises(ContractRevert, match="final model not accepted"):
+        c.ledger.set_final_model(task, h("g2"), "bafy-model")
+    for o in c.orgs[:2]:  # quorum 2 of 3 accept the last round's model
+        c.as_(o).vote_final_model(task, h("g2"), True)
+    with pytest.raises(ContractRevert, match="not the final round's model"):
+        c.ledger.set_final_model(task, h("model"), "bafy-model")
+    c.ledger.set_final_model(task, h("g2"), "bafy-model")
     with pytest.raises(ContractRevert, match="task not completed"):
-        c.ledger.set_final_model(task, h("model2"), "bafy-model2")  # once only
+        c.ledger.set_final_model(task, h("g2"), "bafy-model2")  # once only
     (found,) = c.ledger.find_task_by_spec(h("perovskite-spec"))
     assert found.status is TaskStatus.ARCHIVED
-    assert (found.final_model_hash, found.final_model_cid) == (h("model"), "bafy-model")
+    assert (found.final_model_hash, found.final_model_cid) == (h("g2"), "bafy-model")
     names = [e.name for e in c.ledger.events(task)]
     assert names[0] == "TaskCreated" and names[-1] == "FinalModelSet"
     assert names.count("UpdateCommitted") == 6 and names.count("RoundFinalized") == 2

@@ -58,6 +58,7 @@ from .errors import (
 from .ledger import Batch, Calls, Ledger, Pending, TxCall, default_quorum
 from .types import (
     Commitment,
+    FinalModelVotes,
     LedgerEvent,
     OrgInfo,
     Report,
@@ -78,6 +79,7 @@ __all__ = [
     "Commitment",
     "ContractRevert",
     "EmbeddedChain",
+    "FinalModelVotes",
     "Ledger",
     "LedgerError",
     "LedgerEvent",

@@ -26,6 +26,7 @@ from .errors import BatchError, ChainIdMismatch, ContractRevert, LedgerError
 from .index import EventIndex, event_from_log
 from .types import (
     Commitment,
+    FinalModelVotes,
     LedgerEvent,
     OrgInfo,
     Report,
@@ -279,6 +280,14 @@ class Calls:
             _text(kind, MAX_KIND, "kind"),
             _b32(digest, "digest"),
             _text(cid, MAX_CID, "cid"),
+        )
+
+    def vote_final_model(self, task_id: HashLike, model_hash: HashLike, accept: bool) -> TxCall:
+        return self._call(
+            "voteFinalModel",
+            _b32(task_id, "task_id"),
+            _b32(model_hash, "model_hash"),
+            bool(accept),
         )
 
     def set_final_model(self, task_id: HashLike, model_hash: HashLike, cid: str) -> TxCall:
@@ -873,8 +882,34 @@ class Ledger:
             )
         return out
 
+    def vote_final_model(self, task_id: HashLike, model_hash: HashLike, accept: bool) -> TxResult:
+        """Accept or reject the completed task's final model (the last round's final hash),
+        once per participant. A quorum of accepts lets the issuer archive it; more than
+        ``n - quorum`` rejects mark the task ``REJECTED`` (never archived)."""
+        return self.send(self.tx.vote_final_model(task_id, model_hash, accept))
+
+    def final_votes(self, task_id: HashLike) -> FinalModelVotes:
+        """The participants' votes on the final model, from the event index."""
+        self.sync()
+        tid = HexBytes(_b32(task_id, "task_id")).to_0x_hex()
+        votes: dict[str, bool] = {}
+        txs: dict[str, str] = {}
+        model_hash: bytes | None = None
+        decided: bool | None = None
+        for e in self._index.query(task=tid, names=("FinalModelVoted", "FinalModelDecided")):
+            model_hash = bytes(HexBytes(e.args["modelHash"]))
+            if e.name == "FinalModelVoted":
+                org = checksum(e.args["org"])
+                votes[org] = bool(e.args["accept"])
+                txs[org] = e.tx_hash
+            else:
+                decided = bool(e.args["accepted"])
+        accepts = sum(votes.values())
+        return FinalModelVotes(model_hash, votes, txs, accepts, len(votes) - accepts, decided)
+
     def set_final_model(self, task_id: HashLike, model_hash: HashLike, cid: str) -> TxResult:
-        """The "uploading" transaction: the issuer archives the final model once, at the end."""
+        """The "uploading" transaction: the issuer archives the final model once, at the end,
+        after a quorum of participants accepted it (:meth:`vote_final_model`)."""
         return self.send(self.tx.set_final_model(task_id, model_hash, cid))
 
     def round_info(self, task_id: HashLike, round: int) -> RoundInfo:
@@ -999,7 +1034,8 @@ class Ledger:
         ``AdmissionVoted``, ``TaskCreated``, ``RoundOpened``,
         ``UpdateCommitted``, ``CommitsClosed``, ``GlobalVoted``, ``RoundFinalized``,
         ``UpdateRejected``, ``TaskCompleted``, ``TaskAborted``, ``FinalModelSet``,
-        ``ReportRecorded``. Arguments keep the contract's names; bytes are 0x-hex strings.
+        ``ReportRecorded``, ``FinalModelVoted``, ``FinalModelDecided``. Arguments keep the
+        contract's names; bytes are 0x-hex strings.
         """
         self.sync()
         task_hex = None if task_id is None else HexBytes(_b32(task_id, "task_id")).to_0x_hex()

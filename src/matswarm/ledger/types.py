@@ -19,6 +19,7 @@ class TaskStatus(IntEnum):
     COMPLETED = 2  # every round final; the final model is not archived yet
     ARCHIVED = 3  # final model content id recorded ("uploading")
     ABORTED = 4
+    REJECTED = 5  # the participants voted the final model down; it is never archived
 
 
 class RoundPhase(IntEnum):
@@ -81,6 +82,20 @@ class Report:
     cid: str
     block_number: int
     tx_hash: str
+
+
+@dataclass(frozen=True)
+class FinalModelVotes:
+    """The participants' accept/reject votes on a completed task's final model."""
+
+    model_hash: bytes | None
+    #: org address -> True (accept) / False (reject), in chain order.
+    votes: dict[str, bool]
+    vote_txs: dict[str, str]
+    accepts: int
+    rejects: int
+    #: True: a quorum accepted; False: rejected (no accepting quorum possible); None: open.
+    decided: bool | None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,10 @@
     without a quorum also aborts the task (liveness needs quorum honest orgs).
   * Rejections of attested updates are logged per (task, round, org).
   * The final model's hash and content id ("uploading") are set once by the
-    issuer after the last round is final.
+    issuer after the last round is final, and only once a quorum of participants
+    voted to accept that model (voteFinalModel); enough rejections that no
+    accepting quorum can form any more mark the task REJECTED, and it is never
+    archived.
 """
 
 MAX_FOUNDERS: constant(uint256) = 16
@@ -43,6 +46,7 @@ STATUS_ACTIVE: constant(uint8) = 1
 STATUS_COMPLETED: constant(uint8) = 2
 STATUS_ARCHIVED: constant(uint8) = 3
 STATUS_ABORTED: constant(uint8) = 4
+STATUS_REJECTED: constant(uint8) = 5
 
 # round phase
 PHASE_COMMIT: constant(uint8) = 1
@@ -189,6 +193,21 @@ event FinalModelSet:
     modelHash: bytes32
     cid: String[MAX_CID]
 
+event FinalModelVoted:
+    taskId: indexed(bytes32)
+    org: indexed(address)
+    modelHash: bytes32
+    accept: bool
+    accepts: uint256
+    rejects: uint256
+
+event FinalModelDecided:
+    taskId: indexed(bytes32)
+    modelHash: bytes32
+    accepted: bool
+    accepts: uint256
+    rejects: uint256
+
 event ReportRecorded:
     taskId: indexed(bytes32)
     reporter: indexed(address)
@@ -220,6 +239,10 @@ commitments: HashMap[bytes32, HashMap[uint256, HashMap[address, bytes32]]]
 votes: HashMap[bytes32, HashMap[uint256, HashMap[address, bytes32]]]
 hashVotes: HashMap[bytes32, HashMap[uint256, HashMap[bytes32, uint256]]]
 rejectionCount: public(HashMap[bytes32, uint256])
+# final-model votes per (task, org): 0 none, 1 accept, 2 reject
+finalVotes: HashMap[bytes32, HashMap[address, uint8]]
+finalAccepts: public(HashMap[bytes32, uint256])
+finalRejects: public(HashMap[bytes32, uint256])
 
 
 @deploy
@@ -529,13 +552,56 @@ def recordReport(taskId: bytes32, round: uint256, kind: String[MAX_KIND], digest
 
 
 @external
+def voteFinalModel(taskId: bytes32, modelHash: bytes32, accept: bool):
+    """
+    @notice A participant accepts or rejects the completed task's model (the last
+            round's final hash), once. quorum accepts allow setFinalModel; more
+            than n - quorum rejects make that impossible and reject the task.
+    """
+    self._onlyParticipant(taskId)
+    assert self.tasks[taskId].status == STATUS_COMPLETED, "task not completed"
+    assert modelHash == self.rounds[taskId][self.tasks[taskId].rounds].finalHash, "not the final round's model"
+    assert self.finalVotes[taskId][msg.sender] == 0, "already voted"
+    accepts: uint256 = self.finalAccepts[taskId]
+    rejects: uint256 = self.finalRejects[taskId]
+    if accept:
+        self.finalVotes[taskId][msg.sender] = 1
+        accepts += 1
+        self.finalAccepts[taskId] = accepts
+    else:
+        self.finalVotes[taskId][msg.sender] = 2
+        rejects += 1
+        self.finalRejects[taskId] = rejects
+    log FinalModelVoted(taskId=taskId, org=msg.sender, modelHash=modelHash, accept=accept, accepts=accepts, rejects=rejects)
+    q: uint256 = self.tasks[taskId].quorum
+    if accept and accepts == q:
+        log FinalModelDecided(taskId=taskId, modelHash=modelHash, accepted=True, accepts=accepts, rejects=rejects)
+    elif not accept and rejects + q == len(self.participants[taskId]) + 1:
+        self.tasks[taskId].status = STATUS_REJECTED
+        log FinalModelDecided(taskId=taskId, modelHash=modelHash, accepted=False, accepts=accepts, rejects=rejects)
+
+
+@external
+@view
+def getFinalVote(taskId: bytes32, org: address) -> uint8:
+    """@notice 0: no vote, 1: accept, 2: reject."""
+    return self.finalVotes[taskId][org]
+
+
+@external
 def setFinalModel(taskId: bytes32, modelHash: bytes32, cid: String[MAX_CID]):
-    """@notice "Uploading": the issuer archives the final model once, after the last round."""
+    """
+    @notice "Uploading": the issuer archives the final model once, after the last
+            round, if a quorum of participants accepted it (voteFinalModel).
+    """
     self._onlyMember()
     assert self.tasks[taskId].status != 0, "unknown task"
     assert msg.sender == self.tasks[taskId].issuer, "not the issuer"
+    assert self.tasks[taskId].status != STATUS_REJECTED, "final model rejected"
     assert self.tasks[taskId].status == STATUS_COMPLETED, "task not completed"
     assert modelHash != empty(bytes32), "empty model hash"
+    assert modelHash == self.rounds[taskId][self.tasks[taskId].rounds].finalHash, "not the final round's model"
+    assert self.finalAccepts[taskId] >= self.tasks[taskId].quorum, "final model not accepted"
     assert len(cid) > 0, "empty content id"
     self.tasks[taskId].finalModelHash = modelHash
     self.tasks[taskId].finalModelCid = cid
