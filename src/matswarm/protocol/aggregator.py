@@ -32,6 +32,10 @@ class Aggregator:
         self.order = {name: i for i, name in enumerate(participant_order)}
         self.state = algorithm.init_server_state(initial_global)
         self.previous_aggregate: np.ndarray | None = None
+        #: Per-org aggregation weights in place of sample counts (contribution-weighted
+        #: aggregation sets them every round, see :mod:`matswarm.contrib.weights`); an org
+        #: with weight 0 is left out of the step. ``None``: sample counts.
+        self.weights: dict[str, float] | None = None
 
     def copy(self) -> Aggregator:
         return copy.deepcopy(self)
@@ -43,8 +47,17 @@ class Aggregator:
         if unknown:
             raise ValueError(f"updates from organisations outside the task: {unknown}")
         ordered = sorted(updates, key=lambda u: self.order[u.org])
+        if self.weights is None:
+            weights = np.array([u.n_samples for u in ordered], dtype=np.float64)
+        else:
+            missing = [u.org for u in ordered if u.org not in self.weights]
+            if missing:
+                raise ValueError(f"aggregation weights name no weight for {missing}")
+            ordered = [u for u in ordered if self.weights[u.org] > 0]
+            if not ordered:
+                raise ValueError("every update has aggregation weight 0")
+            weights = np.array([self.weights[u.org] for u in ordered], dtype=np.float64)
         stack = np.stack([u.vector for u in ordered])
-        weights = np.array([u.n_samples for u in ordered], dtype=np.float64)
         aggregated = self.rule(stack, weights, self.previous_aggregate)
         self.previous_aggregate = aggregated
         return self.algorithm.server_step(global_params, aggregated, self.state)

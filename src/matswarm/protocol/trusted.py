@@ -246,14 +246,29 @@ class OrgAgent:
             try:
                 accepted.append(self.check_commitment(round_, org, c.update_hash, c.cid))
             except (RejectedError, ProtocolError, StoreError, ValueError) as exc:
-                reason = f"{getattr(exc, 'reason', 'invalid')}: {exc}"[:250]
-                self.record.rejections.append(Rejection(round_, org, reason))
-                self._send(
-                    "rejection",
-                    round_,
-                    self.ledger.tx.record_rejection(self.task_id, round_, addr, reason),
-                )
+                self.reject(round_, org, f"{getattr(exc, 'reason', 'invalid')}: {exc}")
         return accepted
+
+    def reject(self, round_: int, org: str, reason: str) -> None:
+        """Record (here and on the ledger) that this org refuses ``org``'s update of the round."""
+        reason = reason[:250]
+        self.record.rejections.append(Rejection(round_, org, reason))
+        addr = self.address_of.get(org, org)
+        self._send(
+            "rejection", round_, self.ledger.tx.record_rejection(self.task_id, round_, addr, reason)
+        )
+
+    def record_report(self, round_: int, kind: str, blob: bytes) -> str:
+        """Put a report (scores, contributions, ...) in the store and anchor its sha256 and
+        content id on the ledger under ``kind``; returns the content id."""
+        cid = self.store.put(blob)
+        digest = hashlib.sha256(blob).digest()
+        self._send(
+            "report",
+            round_,
+            self.ledger.tx.record_report(self.task_id, round_, kind, digest, cid),
+        )
+        return cid
 
     def _order(self, addr: str) -> int:
         name = self.name_of.get(addr)
@@ -411,6 +426,15 @@ class TrustedHooks(RoundHooks):
             self._flush()  # the commitments and the rejections that explain them
             raise ProtocolError(f"round {round_}: no update survived verification")
         return ref
+
+    def exclude(self, round_: int, reasons: Mapping[str, str]) -> None:
+        """Leave verified updates out of the round's aggregation for a consortium rule (e.g. the
+        validation threshold of :mod:`matswarm.contrib`): every org drops them and records the
+        rejection with its reason on the ledger (so ``verify`` excludes them too)."""
+        for name, agent in self.agents.items():
+            self._accepted[name] = [u for u in self._accepted[name] if u.org not in reasons]
+            for org, reason in reasons.items():
+                agent.reject(round_, org, reason)
 
     def finalise(self, round_, previous_global, global_params, updates, aggregator) -> str:
         if not self._one_block:
