@@ -8,7 +8,7 @@ runtime uses the same :class:`~matswarm.protocol.trusted.OrgAgent` per node.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import numpy as np
 
 from matswarm.aggregation import AggregationRule
 from matswarm.algorithms import FederatedAlgorithm
-from matswarm.ledger import Ledger
+from matswarm.ledger import BatchError, Ledger, TaskStatus
 from matswarm.models import ModelSpec
 from matswarm.models.base import RegressionModel
 from matswarm.protocol.aggregator import Aggregator
@@ -140,8 +140,11 @@ def trusted_engine(
     schema: dict,
     settings: TrustSettings,
     name: str = "task",
+    contribution: dict[str, Any] | None = None,
 ) -> tuple[RoundEngine, TaskSpec, bytes]:
-    """Attach the trust layer to an in-process engine: create the task, one agent per org."""
+    """Attach the trust layer to an in-process engine: create the task, one agent per org.
+    ``contribution`` (settings as a dict) goes into the spec; attach the accounting itself with
+    :func:`matswarm.contrib.attach_contributions` afterwards."""
     spec = TaskSpec.for_run(
         name,
         [p.name for p in engine.participants],
@@ -153,6 +156,7 @@ def trusted_engine(
         vector_hash(engine.run_state.initial_global),
         encrypt_updates=settings.encrypt_updates,
         attested_training=settings.attested_training,
+        contribution=contribution,
     )
     task_id = consortium.create_task(spec, engine.run_state.initial_global)
     engine.task = "0x" + task_id.hex()
@@ -184,10 +188,19 @@ def finish_task(
     *,
     model: RegressionModel,
     extra_card: dict[str, Any] | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """Archive the final model (safetensors + model card) and record its content id on the
-    ledger (the issuer's "uploading" transaction). Returns ``(cid, card)``."""
+    votes: Mapping[str, bool] | None = None,
+    vote_detail: dict[str, Any] | None = None,
+) -> tuple[str | None, dict[str, Any]]:
+    """The participants vote on the final model; if a quorum accepts, archive it (safetensors
+    + model card) and record its content id on the ledger (the issuer's "uploading"
+    transaction). Returns ``(cid, card)``; ``cid`` is None when the vote rejected the model
+    (nothing is archived, the task is ``REJECTED`` on the ledger).
+
+    ``votes`` maps each participant to its vote (missing: accept, i.e. no objection to the
+    model its quorum finalised); ``vote_detail`` (what each based its vote on) goes in the card.
+    """
     final = engine.run_state.global_params
+    final_vote = _vote_final_model(consortium, spec, task_id, final, votes or {})
     model.set_flat(final)
     hooks = engine.hooks
     agents = hooks.agents if isinstance(hooks, TrustedHooks) else {}
@@ -229,11 +242,53 @@ def finish_task(
             "quotes": {name: a.record.quotes for name, a in agents.items() if a.record.quotes},
             "note": SIMULATED_NOTE,
         },
+        "final_model_vote": {**final_vote, **(vote_detail or {})},
         "security_note": SECURITY_NOTE,
         **(extra_card or {}),
     }
+    if not final_vote["accepted"]:
+        return None, card  # a rejected model is never archived as final
     blob = build_archive(model, card)
     cid = consortium.store.put(blob)
     issuer = ledger.with_account(consortium.identities[spec.participants[0]].evm_account())
     issuer.set_final_model(task_id, bytes.fromhex(vector_hash(final)), cid)
     return cid, card
+
+
+def _vote_final_model(
+    consortium: Consortium,
+    spec: TaskSpec,
+    task_id: bytes,
+    final: np.ndarray,
+    votes: Mapping[str, bool],
+) -> dict[str, Any]:
+    """Every participant that has not voted yet (a resumed task) votes on the final model, in
+    one batch; returns the outcome as recorded on the ledger."""
+    ledger = consortium.ledger
+    model_hash = bytes.fromhex(vector_hash(final))
+    done = ledger.final_votes(task_id).votes
+    calls = [
+        ledger.with_account(consortium.identities[n].evm_account()).tx.vote_final_model(
+            task_id, model_hash, bool(votes.get(n, True))
+        )
+        for n in spec.participants
+        if consortium.identities[n].evm_address not in done
+    ]
+    if calls and ledger.task_info(task_id).status is TaskStatus.COMPLETED:
+        try:
+            ledger.send_batch(calls)
+        except BatchError as exc:
+            # Votes after the deciding rejection find the task REJECTED ("task not completed").
+            if ledger.task_info(task_id).status is not TaskStatus.REJECTED:
+                raise exc.first from None
+    fv = ledger.final_votes(task_id)
+    name_of = {consortium.identities[n].evm_address: n for n in spec.participants}
+    return {
+        "model_sha256": model_hash.hex(),
+        "accepted": ledger.task_info(task_id).status is not TaskStatus.REJECTED
+        and fv.accepts >= ledger.task_info(task_id).quorum,
+        "accepts": fv.accepts,
+        "rejects": fv.rejects,
+        "votes": {name_of.get(a, a): v for a, v in fv.votes.items()},
+        "transactions": {name_of.get(a, a): tx for a, tx in fv.vote_txs.items()},
+    }

@@ -65,6 +65,11 @@ class TaskSpec:
     #: Updates a relayed round needs to go on without the missing orgs. None: ceil(2n/3), the
     #: ledger's default quorum.
     quorum: int | None = None
+    #: Contribution accounting and governance (:class:`matswarm.contrib.ContributionSettings`
+    #: as a dict): validation scores, Shapley/LOO values, registration threshold, contribution
+    #: weights, final-model vote. None: none of it (and the key is left out of the JSON, so
+    #: specs written before it keep their digest).
+    contribution: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.participants)) != len(self.participants) or not self.participants:
@@ -110,9 +115,19 @@ class TaskSpec:
     def build_rule(self) -> AggregationRule:
         return make_rule(self.rule, **self.rule_params)
 
+    def contribution_settings(self):
+        """The task's :class:`~matswarm.contrib.ContributionSettings`, or None."""
+        if self.contribution is None:
+            return None
+        from matswarm.contrib.policy import ContributionSettings
+
+        return ContributionSettings.from_dict(self.contribution)
+
     def to_json(self) -> bytes:
         """Canonical bytes: sorted keys, no whitespace."""
         d = asdict(self)
+        if d["contribution"] is None:
+            del d["contribution"]
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
