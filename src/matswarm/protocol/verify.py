@@ -140,6 +140,15 @@ def verify_task(
         key = (int(e.args["round"]), to_checksum_address(e.args["org"]))
         rejecters.setdefault(key, set()).add(to_checksum_address(e.args["reporter"]))
     history = ledger.rounds(task_id)  # every round's record in one read of the event index
+    audit = None
+    if spec.contribution is not None:
+        from matswarm.contrib.audit import ContributionAudit
+
+        try:
+            audit = ContributionAudit(ledger, store, spec, task_id, name_of)
+        except (ValueError, StoreError, LedgerError) as exc:
+            rep.add(False, f"contribution records cannot be read: {exc}")
+            return rep
     for r in range(1, info.rounds + 1):
         rinfo = history.get(r)
         if rinfo is None or not rinfo.finalized:
@@ -152,6 +161,7 @@ def verify_task(
             )
             break
         accepted: list[Update] = []
+        excluded: set[str] = set()
         for addr in sorted(
             rinfo.commitments,
             key=lambda a: spec.participants.index(name_of[a]) if a in name_of else 10**6,
@@ -169,6 +179,7 @@ def verify_task(
                     r,
                     org,
                 )
+                excluded.add(org)
                 continue
             try:
                 blob = store.get(c.cid)
@@ -197,6 +208,8 @@ def verify_task(
         ):
             return rep
         assert rinfo.final_hash is not None
+        if audit is not None and not _audit_round(rep, audit, r, excluded, accepted, can_decrypt):
+            return rep
         if can_decrypt:
             if not accepted:
                 rep.add(False, "no valid update, yet the round was finalised", r)
@@ -225,9 +238,42 @@ def verify_task(
         rep.global_params = stored
         if progress:
             progress(r, info.rounds)
+    if audit is not None and rep.rounds_verified == info.rounds:
+        try:
+            audit.check_task()
+            rep.add(True, "task contributions (round 0) equal the sum of the rounds'")
+        except (ValueError, StoreError) as exc:
+            rep.add(False, f"contributions: {exc}")
+            return rep
     if info.status is TaskStatus.ARCHIVED and info.final_model_cid:
         _check_archive(rep, store, spec, info.final_model_cid, info.final_model_hash, last_final)
     return rep
+
+
+def _audit_round(rep, audit, r, excluded, accepted, can_decrypt) -> bool:
+    """Re-derive round ``r``'s contributions and threshold decisions; the exclusions must be
+    the threshold's, and the aggregator gets the re-derived weights."""
+    try:
+        rc = audit.round(r)
+    except (ValueError, StoreError) as exc:
+        return rep.add(False, f"contributions: {exc}", r)
+    players = set(rc.players)
+    if not rep.add(
+        set(rc.rejected) == excluded & players,
+        f"registration threshold rejects {sorted(rc.rejected) or 'none'}, re-derived from "
+        f"the scores; excluded on the ledger: {sorted(excluded & players) or 'none'}",
+        r,
+    ):
+        return False
+    if can_decrypt and not rep.add(
+        {u.org for u in accepted} == set(rc.admitted),
+        f"aggregated updates are the admitted ones {rc.admitted}",
+        r,
+    ):
+        return False
+    assert rep.aggregator is not None
+    rep.aggregator.weights = None if rc.weights is None else dict(rc.weights)
+    return True
 
 
 def _suspects(rep: VerifyReport, round_: int) -> str | None:
