@@ -108,6 +108,15 @@ class ContributionHooks(RoundHooks):
         names = [p.name for p in self.engine.participants]
         return task_document(self.engine.task, list(self.rounds.values()), names, self.address_of)
 
+    def card_section(self) -> dict[str, Any]:
+        """What the model card shows: the task's contributions (round 0), each round's, and the
+        settings they follow."""
+        return {
+            "contributions": self.documents.get(0) or self.task_document(),
+            "contributions_per_round": [self.documents[r] for r in sorted(self.documents) if r],
+            "contribution_settings": self.settings.to_dict(),
+        }
+
     def _record(self, round_: int, doc: dict[str, Any]) -> None:
         self.documents[round_] = doc
         if self.recorder is not None:

@@ -203,7 +203,12 @@ def finish_task(
     final_vote = _vote_final_model(consortium, spec, task_id, final, votes or {})
     model.set_flat(final)
     hooks = engine.hooks
-    agents = hooks.agents if isinstance(hooks, TrustedHooks) else {}
+    # Wrapping hooks (contribution accounting) expose the trusted hooks they wrap as ``trusted``
+    # and what they add to the card as ``card_section()``.
+    trusted = hooks if isinstance(hooks, TrustedHooks) else getattr(hooks, "trusted", None)
+    agents = trusted.agents if isinstance(trusted, TrustedHooks) else {}
+    section = getattr(hooks, "card_section", None)
+    extra_card = {**(section() if callable(section) else {}), **(extra_card or {})}
     ledger = consortium.ledger
     card: dict[str, Any] = {
         "format": "matswarm-model-card/v1",
@@ -244,7 +249,7 @@ def finish_task(
         },
         "final_model_vote": {**final_vote, **(vote_detail or {})},
         "security_note": SECURITY_NOTE,
-        **(extra_card or {}),
+        **extra_card,
     }
     if not final_vote["accepted"]:
         return None, card  # a rejected model is never archived as final
