@@ -259,6 +259,7 @@ def task_create(
             vector_hash(initial),
             encrypt_updates=encrypt,
             round_duration_s=deadline,
+            contribution=None if cfg.contribution is None else cfg.contribution.to_dict(),
         )
         issuer = h.identity(by, _passphrase(by))
         if by not in names:
@@ -352,8 +353,43 @@ def task_status(
                     )
             if info.final_model_cid:
                 console.print(f"final model: {info.final_model_cid}")
+            _governance_status(led, h.store(), tid, info, names)
     except _errors() as exc:
         fail(str(exc))
+
+
+def _governance_status(led, store, tid, info, names) -> None:
+    """Contributions, registration-threshold rejections and the final-model vote of a task."""
+    from matswarm.cli._contrib import EXPLAIN, contributions_table
+    from matswarm.contrib import records
+
+    docs = records.contributions(led, store, tid)
+    if docs:
+        r = 0 if 0 in docs else max(docs)
+        what = "whole task" if r == 0 else f"rounds 1–{r} so far: round {r}"
+        console.print(contributions_table(docs[r], f"Contributions ({what})"))
+        console.print(f"[dim]{EXPLAIN}[/]")
+    seen: dict[tuple[int, str], tuple[str, int]] = {}
+    for e in led.events(tid, names=["UpdateRejected"]):
+        key = (int(e.args["round"]), names.get(_checksum(e.args["org"]), e.args["org"]))
+        reason, n = seen.get(key, (e.args["reason"], 0))
+        seen[key] = (reason, n + 1)
+    for (rnd, org), (reason, n) in sorted(seen.items()):
+        excluded = "excluded" if n >= info.quorum else "not excluded (below quorum)"
+        console.print(f"round {rnd}: {org}'s update rejected by {n} org(s), {excluded}: {reason}")
+    fv = led.final_votes(tid)
+    if fv.votes:
+        verdict = {True: "accepted", False: "REJECTED (not archived)", None: "open"}[fv.decided]
+        console.print(
+            f"final-model vote: {fv.accepts} accept, {fv.rejects} reject of "
+            f"{len(info.participants)} (quorum {info.quorum}): {verdict}"
+        )
+
+
+def _checksum(addr: str) -> str:
+    from eth_utils import to_checksum_address
+
+    return to_checksum_address(addr)
 
 
 def task_run_local(
@@ -396,7 +432,13 @@ def task_run_local(
             out = run_local_task(h, tid, on_event=on_event, enclave=enclave)
     except _errors() as exc:
         fail(str(exc))
-    console.print(f"task {out['task']} finished; final model {out['final_model_cid']}")
+    if out["final_model_cid"] is None:
+        console.print(
+            f"task {out['task']} finished; the participants voted the final model down: "
+            "it is not archived (`matswarm task status` shows the vote)"
+        )
+    else:
+        console.print(f"task {out['task']} finished; final model {out['final_model_cid']}")
 
 
 # -- ledger, model, verify -------------------------------------------------------------------------

@@ -198,6 +198,11 @@ def run(
     )
     report = run_with_progress(cfg, dataset, None, config.stem)
     print_report(report, f"matswarm run {config.name}")
+    from matswarm.cli._contrib import run_contributions_table
+
+    contrib = run_contributions_table(report.results)
+    if contrib is not None:
+        console.print(contrib)
 
 
 @experiment_app.command("table1")

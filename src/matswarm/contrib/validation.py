@@ -19,7 +19,9 @@ def split_validation(
     """``(train, validators)``: every org keeps ``val_fraction`` of its rows for validation
     (seeded by the settings' seed, so a restarted or audited task carves the same rows);
     training and the consortium's scaling use the rest."""
-    train, val = dataset.carve_validation(settings.val_fraction, seed=settings.seed)
+    carved, val = dataset.carve_validation(settings.val_fraction, seed=settings.seed)
+    # the remaining rows with the dataset's own test table (carve_validation's holds the carve)
+    train = dataset.with_orgs(carved.orgs, f"{dataset.description} (validation rows held out)")
     d = dataset.schema.n_features
     validators = {}
     for vo in val.orgs:

@@ -103,6 +103,34 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "iters": ((int,), None, "centered-clipping: iterations"),
         "tol": ((int, float), None, "geomed: relative tolerance"),
         "max_iter": ((int,), None, "geomed: iteration cap"),
+        "weights": (
+            (str,),
+            "samples",
+            "samples (sample counts) | contribution (max(Shapley value, 0) of the round; "
+            "turns on [contribution])",
+        ),
+    },
+    "contribution": {
+        "method": (
+            (str,),
+            "shapley",
+            "shapley (exact up to 8 orgs, Monte-Carlo beyond) | shapley-mc | loo",
+        ),
+        "permutations": ((int,), 64, "shapley-mc: sampled orders per round"),
+        "seed": ((int,), 0, "seed of the validation carve and the sampled orders"),
+        "val_fraction": ((int, float), 0.2, "fraction of each org's rows kept for validation"),
+        "combine": ((str,), "median", "median | pooled: how the orgs' scores are combined"),
+        "threshold_mse": ((int, float), None, "admit an update only if its val MSE <= this"),
+        "threshold_ratio": (
+            (int, float),
+            None,
+            "admit an update only if its val MSE <= this x the round's start model's",
+        ),
+        "final_accept_ratio": (
+            (int, float),
+            1.0,
+            "an org accepts the final model if its val MSE <= this x the initial model's",
+        ),
     },
     "run": {
         "seeds": ((int, list), 3, "number of seeds (0..N-1) or an explicit list"),
@@ -145,6 +173,8 @@ class ExperimentConfig:
     jobs: int = 2
     output: str = "matswarm-results"
     source: str = "<defaults>"
+    #: Contribution accounting and governance ([contribution], [aggregation] weights); None: off.
+    contribution: Any = None
 
     def algorithm(self, method: str) -> Algorithm:
         common = {
@@ -171,6 +201,7 @@ class ExperimentConfig:
             "training": {m: self.algorithm(m).get_params() for m in self.methods},
             "aggregation": {"rule": self.rule, **self.rule_params},
             "seeds": self.seeds,
+            "contribution": None if self.contribution is None else self.contribution.to_dict(),
         }
 
     @classmethod
@@ -248,7 +279,22 @@ class ExperimentConfig:
         )
         if not seeds:
             raise ConfigError(f"{source}: [run] seeds must name at least one seed")
-        agg = sections.get("aggregation", {})
+        agg = dict(sections.get("aggregation", {}))
+        weights = agg.pop("weights", "samples")
+        contribution = None
+        if "contribution" in sections or weights != "samples":
+            from matswarm.contrib.policy import ContributionSettings
+
+            c = dict(sections.get("contribution", {}))
+            for k in ("val_fraction", "threshold_mse", "threshold_ratio", "final_accept_ratio"):
+                if c.get(k) is not None:
+                    c[k] = float(c[k])
+            try:
+                contribution = ContributionSettings(**c, weights=weights)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{source}: [contribution]/[aggregation] weights: {exc}"
+                ) from None
         cfg = cls(
             data=data,
             split=split,
@@ -261,6 +307,7 @@ class ExperimentConfig:
             jobs=get("run", "jobs"),
             output=get("run", "output"),
             source=source,
+            contribution=contribution,
         )
         cfg.validate()
         return cfg

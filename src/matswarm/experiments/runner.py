@@ -19,6 +19,12 @@ import numpy as np
 
 from matswarm.aggregation import AggregationRule
 from matswarm.algorithms import Algorithm, Baseline, FederatedAlgorithm
+from matswarm.contrib import (
+    ContributionSettings,
+    attach_contributions,
+    final_model_votes,
+    split_validation,
+)
 from matswarm.data.federated import FederatedDataset
 from matswarm.evaluation.metrics import Evaluator, Metrics
 from matswarm.models import ModelSpec
@@ -53,6 +59,8 @@ class UnitResult:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
     trust: dict | None = None
+    #: Contribution accounting of a federated run (model-card section), when configured.
+    contributions: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class Unit:
     seed: int
     trust: TrustSettings | None = None
     workdir: str | None = None
+    contribution: ContributionSettings | None = None
 
 
 def run_unit(unit: Unit) -> UnitResult:
@@ -85,7 +94,10 @@ def run_unit(unit: Unit) -> UnitResult:
             unit.method, unit.seed, metrics, predictions=preds, seconds=time.perf_counter() - t0
         )
     assert isinstance(algo, FederatedAlgorithm)
-    engine = build_engine(unit.dataset, unit.model, algo, unit.rule, unit.seed)
+    data, validators = unit.dataset, None
+    if unit.contribution is not None:
+        data, validators = split_validation(data, unit.model, unit.contribution, unit.seed)
+    engine = build_engine(data, unit.model, algo, unit.rule, unit.seed)
     consortium = None
     if unit.trust is not None and unit.trust.enabled:
         if unit.workdir is None:
@@ -103,7 +115,12 @@ def run_unit(unit: Unit) -> UnitResult:
             schema=unit.dataset.schema.to_dict(),
             settings=unit.trust,
             name=f"{unit.method}-seed{unit.seed}",
+            contribution=None if unit.contribution is None else unit.contribution.to_dict(),
         )
+    hooks = None
+    if validators is not None:
+        assert unit.contribution is not None
+        hooks = attach_contributions(engine, validators, unit.contribution)
     curve: list[float] = []
     for t in range(1, algo.rounds + 1):
         engine.run_round(t)
@@ -118,7 +135,9 @@ def run_unit(unit: Unit) -> UnitResult:
     trust = None
     if consortium is not None:
         try:
-            trust = _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdir)
+            trust = _archive_and_verify(
+                consortium, spec, task_id, engine, unit, metrics, workdir, validators
+            )
         finally:
             consortium.close()
     return UnitResult(
@@ -130,13 +149,22 @@ def run_unit(unit: Unit) -> UnitResult:
         predictions={"global": ev.predict(run.global_params)},
         seconds=time.perf_counter() - t0,
         trust=trust,
+        contributions=None if hooks is None else hooks.card_section(),
     )
 
 
-def _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdir) -> dict:
+def _archive_and_verify(
+    consortium, spec, task_id, engine, unit, metrics, workdir, validators=None
+) -> dict:
     """Upload the final model with its card, then re-derive the whole task as an auditor would
     (using a participant's key to read the encrypted updates)."""
     ds = unit.dataset
+    votes = detail = None
+    if validators is not None:
+        run = engine.run_state
+        votes, detail = final_model_votes(
+            validators, run.initial_global, run.global_params, unit.contribution
+        )
     cid, _ = finish_task(
         consortium,
         spec,
@@ -147,6 +175,8 @@ def _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdi
             "scaler": ds.standardizer.to_dict(),
             "metrics_test": {k: m.as_dict() for k, m in metrics.items()},
         },
+        votes=votes,
+        vote_detail=detail,
     )
     first = spec.participants[0]
     report = verify_task(
@@ -156,6 +186,7 @@ def _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdi
         "task": "0x" + task_id.hex(),
         "workdir": str(workdir),
         "final_model_cid": cid,
+        "final_model_accepted": cid is not None,
         "verified": report.ok,
         "verify": first_failure_line(report),
         "rounds_verified": report.rounds_verified,

@@ -27,8 +27,10 @@ from typing import Any
 
 from eth_account import Account
 
+from matswarm.contrib import attach_contributions, final_model_votes, split_validation
+from matswarm.contrib.audit import ContributionAudit
 from matswarm.data import DataError, TaskSchema, build_dataset, read_table
-from matswarm.ledger import Ledger
+from matswarm.ledger import Ledger, TaskStatus
 from matswarm.protocol.consortium import Consortium, finish_task
 from matswarm.protocol.messages import vector_hash
 from matswarm.protocol.spec import TaskSpec
@@ -231,6 +233,10 @@ def run_local_task(
     except DataError:
         raise
     ledger_ro.close()
+    settings = spec.contribution_settings()
+    validators = None
+    if settings is not None:  # every org holds out its own validation rows (seeded carve)
+        ds, validators = split_validation(ds, spec.model_spec(), settings, spec.seed)
     first = identities[spec.participants[0]]
     ledger = home.ledger(first.evm_account())
     try:
@@ -259,13 +265,25 @@ def run_local_task(
         for a in agents:
             a.resume_round = start
         engine.hooks = TrustedHooks(agents, on_event=emit)
+        if settings is not None and validators is not None:
+            previous = {}
+            if start > 1:  # the finalised rounds' contributions, re-derived from the ledger
+                audit = ContributionAudit(ledger, store, spec, task_id, agents[0].name_of)
+                previous = {r: audit.round(r) for r in range(1, start)}
+            attach_contributions(engine, validators, settings, previous)
         emit("start", {"task": "0x" + task_id.hex(), "from_round": start, "rounds": spec.rounds})
         for t in range(start, spec.rounds + 1):
             rec = engine.run_round(t)
             emit("round", {"round": t, "global_hash": rec.global_hash})
         info = ledger.task_info(task_id)
         cid = info.final_model_cid
-        if cid is None:
+        votes = detail = None
+        if validators is not None and settings is not None:
+            run = engine.run_state
+            votes, detail = final_model_votes(
+                validators, run.initial_global, run.global_params, settings
+            )
+        if cid is None and info.status is not TaskStatus.REJECTED:
             cid, _ = finish_task(
                 cons,
                 spec,
@@ -273,6 +291,8 @@ def run_local_task(
                 engine,
                 model=spec.model_spec().build(ds.schema.n_features),
                 extra_card={"scaler": ds.standardizer.to_dict()},
+                votes=votes,
+                vote_detail=detail,
             )
         emit("done", {"final_model_cid": cid})
         return {"task": "0x" + task_id.hex(), "resumed_from": start, "final_model_cid": cid}
