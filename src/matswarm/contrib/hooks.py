@@ -12,7 +12,7 @@ aggregator replica before it aggregates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from matswarm.contrib.policy import ContributionSettings
@@ -25,6 +25,7 @@ from matswarm.contrib.rounds import (
     task_document,
 )
 from matswarm.contrib.scores import OrgValidator, candidates, canonical, combine, scores_document
+from matswarm.protocol.aggregator import Aggregator
 from matswarm.protocol.engine import RoundEngine, RoundHooks
 from matswarm.protocol.messages import Update
 from matswarm.protocol.trusted import OrgAgent, ProtocolError, TrustedHooks
@@ -122,7 +123,7 @@ class ContributionHooks(RoundHooks):
         if self.recorder is not None:
             self.recorder.record_report(round_, CONTRIBUTIONS_KIND, canonical(doc))
 
-    def _aggregators(self):
+    def _aggregators(self) -> Iterator[Aggregator]:
         yield self.engine.aggregator
         if self.trusted is not None:
             for a in self.trusted.agents.values():

@@ -13,13 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matswarm
 from matswarm.aggregation import AggregationRule, make_rule
 from matswarm.algorithms import FederatedAlgorithm, make_algorithm
 from matswarm.models import ModelSpec
 from matswarm.trust import measure_modules
+
+if TYPE_CHECKING:
+    from matswarm.contrib.policy import ContributionSettings
 
 SPEC_FORMAT = "matswarm-task/v1"
 
@@ -115,7 +118,7 @@ class TaskSpec:
     def build_rule(self) -> AggregationRule:
         return make_rule(self.rule, **self.rule_params)
 
-    def contribution_settings(self):
+    def contribution_settings(self) -> ContributionSettings | None:
         """The task's :class:`~matswarm.contrib.ContributionSettings`, or None."""
         if self.contribution is None:
             return None
