@@ -63,8 +63,19 @@ def make_home(
         f"[training]\nrounds = {rounds}\nlocal_steps = 3\n[run]\nseeds = [0]\n"
     )
     out = cli(
-        "task", "create", str(cfg), "--by", orgs[0], "--participants", ",".join(orgs),
-        "--schema-from", str(files[0]), "--algorithm", "matswarm", "--name", "dashboard-demo",
+        "task",
+        "create",
+        str(cfg),
+        "--by",
+        orgs[0],
+        "--participants",
+        ",".join(orgs),
+        "--schema-from",
+        str(files[0]),
+        "--algorithm",
+        "matswarm",
+        "--name",
+        "dashboard-demo",
         "--encrypt" if encrypt else "--no-encrypt",
     )
     task = next(w for w in out.split() if w.startswith("0x"))
