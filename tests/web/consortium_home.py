@@ -30,23 +30,25 @@ def make_home(
     hidden: int = 8,
     rows: int = 240,
     encrypt: bool = False,
+    local_steps: int = 3,
     seed: int = 2,
 ) -> tuple[Path, str, Path]:
     """``(home, task_id, eval_csv)``: ``n_orgs`` admitted, registered orgs and one joined
     MatSwarm task of ``rounds`` rounds on synthetic tables (plus a held-out table).
 
-    Sets ``MATSWARM_HOME`` and ``MATSWARM_PASSPHRASE`` in ``os.environ`` (callers that
-    need isolation use pytest's ``monkeypatch`` around this)."""
+    The keystores' passphrase is read from ``MATSWARM_PASSPHRASE``, which the caller sets
+    (to :data:`PASSPHRASE`)."""
+    if os.environ.get("MATSWARM_PASSPHRASE") != PASSPHRASE:
+        raise RuntimeError("set MATSWARM_PASSPHRASE to consortium_home.PASSPHRASE first")
     home = root / "home"
-    os.environ["MATSWARM_HOME"] = str(home)
-    os.environ["MATSWARM_PASSPHRASE"] = PASSPHRASE
+    h = ("--home", str(home))
     orgs = [f"lab-{chr(ord('a') + i)}" for i in range(n_orgs)]
     for org in orgs:
-        cli("org", "init", org)
-    cli("org", "register", orgs[0])
+        cli("org", "init", org, *h)
+    cli("org", "register", orgs[0], *h)
     for org in orgs[1:]:
-        cli("org", "admit", str(home / "orgs" / f"{org}.pub.json"), "--by", orgs[0])
-        cli("org", "register", org)
+        cli("org", "admit", str(home / "orgs" / f"{org}.pub.json"), "--by", orgs[0], *h)
+        cli("org", "register", org, *h)
     tables, test = synthetic.make_tables(
         n_rows=rows * n_orgs // 3, n_features=10, n_orgs=n_orgs, seed=seed
     )
@@ -60,7 +62,7 @@ def make_home(
     cfg = root / "task.toml"
     cfg.write_text(
         f"[data]\ntarget = 'y'\nunit = 'a.u.'\n[model]\nhidden = {hidden}\n"
-        f"[training]\nrounds = {rounds}\nlocal_steps = 3\n[run]\nseeds = [0]\n"
+        f"[training]\nrounds = {rounds}\nlocal_steps = {local_steps}\n[run]\nseeds = [0]\n"
     )
     out = cli(
         "task",
@@ -77,8 +79,9 @@ def make_home(
         "--name",
         "dashboard-demo",
         "--encrypt" if encrypt else "--no-encrypt",
+        *h,
     )
     task = next(w for w in out.split() if w.startswith("0x"))
     for org, f in zip(orgs, files, strict=True):
-        cli("task", "join", task, "--org", org, "--data", str(f))
+        cli("task", "join", task, "--org", org, "--data", str(f), *h)
     return home, task, eval_csv
