@@ -35,7 +35,10 @@ CHROMIUM_ARGS = [
 ROUNDS = 12
 ORGS = 3
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+if os.environ.get("MATSWARM_REQUIRE_BROWSER"):  # CI: a missing browser stack is a failure
+    import playwright.sync_api as playwright_api
+else:
+    playwright_api = pytest.importorskip("playwright.sync_api")
 
 
 def _free_port() -> int:
