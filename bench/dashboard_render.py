@@ -87,30 +87,8 @@ def timed(client, method: str, url: str) -> tuple[float, int, int]:
     return time.perf_counter() - t0, resp.status_code, len(resp.content)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--orgs", type=int, default=15)
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--home", type=Path, help="Build in this folder (default: a temporary one).")
-    args = ap.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    print(f"machine: {machine()}")
-    root = args.home or Path(tempfile.mkdtemp(prefix="matswarm-dash-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
-    home, task, eval_csv, t_build = build(root, args.orgs, args.rounds)
-    print(
-        f"built {home}: {args.orgs} orgs, task {task[:12]}… of {args.rounds} rounds "
-        f"(encrypted updates) in {t_build:.1f} s"
-    )
-
-    from fastapi.testclient import TestClient
-
-    from matswarm.runtime.local import Home
-    from matswarm.web.app import create_app
-
-    h = Home(home)
-    ident = h.identity("lab-a")
+def render_beside_run(client, home: Path, task: str, rounds: int) -> None:
+    """Run the task in a subprocess; render the task page and fragment beside it."""
     task_url = f"/task/{task}"
     live: dict[str, list[float]] = {task_url: [], task_url + "/progress": []}
     t0 = time.perf_counter()
@@ -118,19 +96,18 @@ def main() -> None:
         [sys.executable, "-m", "matswarm.cli.main", "task", "run-local", task, "--home", str(home)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    with TestClient(create_app(h, eval_data=eval_csv, verify_identity=ident)) as client:
-        while run.poll() is None:
-            for url in live:
-                dt, status, _ = timed(client, "GET", url)
-                assert status == 200, (url, status)
-                live[url].append(dt)
-            time.sleep(0.5)
+    while run.poll() is None:
+        for url in live:
+            dt, status, _ = timed(client, "GET", url)
+            assert status == 200, (url, status)
+            live[url].append(dt)
+        time.sleep(0.5)
     out = run.stdout.read() if run.stdout else ""
     if run.returncode != 0:
         raise SystemExit(f"run-local failed:\n{out}")
     t_run = time.perf_counter() - t0
     print(
-        f"task run-local: {t_run:.1f} s ({t_run / args.rounds:.2f} s/round), "
+        f"task run-local: {t_run:.1f} s ({t_run / rounds:.2f} s/round), "
         f"while the dashboard rendered beside it:"
     )
     for url, ts in live.items():
@@ -139,49 +116,93 @@ def main() -> None:
             f"{statistics.median(ts) * 1e3:7.1f} ms  max {max(ts) * 1e3:7.1f} ms  "
             f"(max/budget {max(ts) / BUDGET_S:.2f})"
         )
-    n_reports = anchor_contributions(home, task, args.rounds)
-    print(f"anchored {n_reports} contributions reports ({args.orgs} values each)")
 
-    pages = [
-        ("GET", "/members"),
-        ("GET", "/tasks"),
-        ("GET", task_url),
-        ("GET", task_url + "/progress"),
-        ("GET", task_url + "/mse.png"),
-        ("GET", task_url + "/parity.png"),
-    ]
-    print(
-        f"\nafter the run ({args.orgs} orgs, {args.rounds} rounds, {n_reports} reports); "
-        f"cold = first request after the app starts, warm = median/max of {args.repeat}"
-    )
+
+def render_pages(client, task: str, repeat: int) -> tuple[float, float, str]:
+    """Every page cold then warm; returns (slowest page s, verify s, verify verdict)."""
+    task_url = f"/task/{task}"
+    pages = ["/members", "/tasks", task_url, task_url + "/progress"]
+    pages += [task_url + "/mse.png", task_url + "/parity.png"]
     print(
         f"{'page':<22} {'bytes':>8} {'cold ms':>9} {'warm med':>9} {'warm max':>9} "
         f"{'max/budget':>10}"
     )
     worst = 0.0
+    for url in pages:
+        cold, status, size = timed(client, "GET", url)
+        assert status == 200, (url, status)
+        warm = [timed(client, "GET", url)[0] for _ in range(repeat)]
+        worst = max(worst, cold, *warm)
+        print(
+            f"{url.replace(task, 'TASK'):<22} {size:8d} {cold * 1e3:9.1f} "
+            f"{statistics.median(warm) * 1e3:9.1f} {max(warm) * 1e3:9.1f} "
+            f"{max(cold, *warm) / BUDGET_S:10.2f}"
+        )
+    t0 = time.perf_counter()
+    resp = client.post(task_url + "/verify")
+    dt = time.perf_counter() - t0
+    assert resp.status_code == 200, resp.text
+    verdict = re.search(r'id="verdict"[^>]*>([^<]*)<', resp.text)
+    return worst, dt, verdict.group(1) if verdict else "?"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--orgs", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--home", type=Path, help="Build in this folder (default: a temporary one).")
+    ap.add_argument(
+        "--reuse", action="store_true", help="--home holds a finished run: only render pages."
+    )
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    print(f"machine: {machine()}")
+    from fastapi.testclient import TestClient
+
+    from matswarm.runtime.local import Home
+    from matswarm.web.app import create_app
+
+    root = args.home or Path(tempfile.mkdtemp(prefix="matswarm-dash-bench-"))
+    if args.reuse:
+        from tests.web.consortium_home import PASSPHRASE
+
+        os.environ["MATSWARM_PASSPHRASE"] = PASSPHRASE
+        home, eval_csv = root / "home", root / "public-test.csv"
+        with Home(home).ledger() as led:
+            (created,) = led.events(names=["TaskCreated"])
+            task = created.args["taskId"]
+            info = led.task_info(bytes.fromhex(task[2:]))
+            n_reports = len(led.reports(bytes.fromhex(task[2:])))
+        n_orgs, n_rounds = len(info.participants), info.rounds
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        n_orgs, n_rounds = args.orgs, args.rounds
+        home, task, eval_csv, t_build = build(root, n_orgs, n_rounds)
+        print(
+            f"built {home}: {n_orgs} orgs, task {task[:12]}… of {n_rounds} rounds "
+            f"(encrypted updates) in {t_build:.1f} s"
+        )
+    h = Home(home)
+    ident = h.identity("lab-a")
+    if not args.reuse:
+        with TestClient(create_app(h, eval_data=eval_csv, verify_identity=ident)) as client:
+            render_beside_run(client, home, task, n_rounds)
+        n_reports = anchor_contributions(home, task, n_rounds)
+        print(f"anchored {n_reports} contributions reports ({n_orgs} values each)")
+    print(
+        f"\nafter the run ({n_orgs} orgs, {n_rounds} rounds, {n_reports} reports); "
+        f"cold = first request after the app starts, warm = median/max of {args.repeat}"
+    )
     with TestClient(create_app(h, eval_data=eval_csv, verify_identity=ident)) as client:
-        for method, url in pages:
-            cold, status, size = timed(client, method, url)
-            assert status == 200, (url, status)
-            warm = [timed(client, method, url)[0] for _ in range(args.repeat)]
-            worst = max(worst, cold, *warm)
-            print(
-                f"{url.replace(task, 'TASK'):<22} {size:8d} {cold * 1e3:9.1f} "
-                f"{statistics.median(warm) * 1e3:9.1f} {max(warm) * 1e3:9.1f} "
-                f"{max(cold, *warm) / BUDGET_S:10.2f}"
-            )
-        t0 = time.perf_counter()
-        resp = client.post(task_url + "/verify")
-        dt = time.perf_counter() - t0
-        assert resp.status_code == 200, resp.text
-        verdict = re.search(r'id="verdict"[^>]*>([^<]*)<', resp.text)
+        worst, dt, verdict = render_pages(client, task, args.repeat)
     print(
         f"slowest page: {worst * 1e3:.1f} ms (budget {BUDGET_S * 1e3:.0f} ms: "
         f"{'met' if worst <= BUDGET_S else 'NOT met'})"
     )
     print(
-        f"Verify action (full re-derivation of {args.rounds} rounds with lab-a's key): "
-        f"{dt:.2f} s: {verdict.group(1) if verdict else '?'}"
+        f"Verify action (full re-derivation of {n_rounds} rounds with lab-a's key): "
+        f"{dt:.2f} s: {verdict}"
     )
 
 

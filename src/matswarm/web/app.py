@@ -8,7 +8,9 @@ which sets the cookie); the CLI sets one whenever the server is reachable from o
 
 from __future__ import annotations
 
+import logging
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from matswarm.ledger import LedgerError
 from matswarm.runtime.local import Home, HomeError
-from matswarm.web.charts import ChartUnavailable, Evaluator
+from matswarm.web.charts import CHARTS, ChartUnavailable, Evaluator
 from matswarm.web.data import Dashboard, parse_task, run_verify, short
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -46,9 +48,18 @@ def create_app(
     if poll_ms < 100:
         raise ValueError(f"poll_ms must be >= 100, got {poll_ms}")
     dash = Dashboard(home)
+    try:
+        events = dash.warm()
+    except BaseException:
+        dash.close()
+        raise
     evaluator = Evaluator(eval_data)
     app = FastAPI(title="matswarm dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.dashboard = dash
+    if eval_data is not None:
+        # Draw the charts of archived tasks now, beside the first requests, not in them.
+        threading.Thread(target=_prerender, args=(dash, evaluator), daemon=True).start()
+    app.state.events_indexed = events
     app.state.render_ms = {}
 
     @app.on_event("shutdown")
@@ -142,22 +153,8 @@ def create_app(
         tid = task_or_error(request, task)
         if isinstance(tid, HTMLResponse):
             return tid
-        if chart not in ("mse", "parity"):
-            return error(request, 404, f"no chart {chart!r}")
-        view = dash.task(tid)
-        spec = dash.spec_obj(bytes.fromhex(view.spec_hash[2:]))
-        if isinstance(spec, str):
-            return error(request, 404, spec)
-        finals = [(r.round, r.final_hash) for r in view.rounds if r.final_hash]
         try:
-            if chart == "mse":
-                png = evaluator.mse_png(dash.store, spec, view.card, view.task, finals)
-            elif view.final_model_cid is None:
-                return error(request, 404, "no final model yet")
-            else:
-                png = evaluator.parity_png(
-                    dash.store, spec, view.card, view.task, view.final_model_cid
-                )
+            png = evaluator.png(dash.store, dash.models(tid), chart)
         except ChartUnavailable as exc:
             return error(request, 404, str(exc))
         return Response(png, media_type="image/png")
@@ -180,6 +177,20 @@ def create_app(
         )
 
     return app
+
+
+log = logging.getLogger(__name__)
+
+
+def _prerender(dash: Dashboard, evaluator: Evaluator) -> None:
+    try:
+        for row in dash.tasks():
+            if row.status == "archived":
+                models = dash.models(parse_task(row.task))
+                for chart in CHARTS:
+                    evaluator.png(dash.store, models, chart)
+    except Exception as exc:  # a chart that cannot be drawn says why when it is requested
+        log.info("charts not pre-rendered: %s", exc)
 
 
 def _chart_state(dash: Dashboard, evaluator: Evaluator, tid: bytes, view: Any) -> dict[str, str]:

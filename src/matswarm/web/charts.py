@@ -27,6 +27,9 @@ from matswarm.protocol.codec import decode_vector
 from matswarm.protocol.spec import TaskSpec
 from matswarm.store import BlobStore
 from matswarm.store.cid import cid_from_digest
+from matswarm.web.data import TaskModels
+
+CHARTS = ("mse", "parity")
 
 
 class ChartUnavailable(Exception):
@@ -79,21 +82,15 @@ class Evaluator:
                 self._encoded[key] = (scaler.transform_x(X), y, scaler)
             return self._encoded[key]
 
-    def curve(
-        self,
-        store: BlobStore,
-        spec: TaskSpec,
-        card: dict | None,
-        task: str,
-        finals: list[tuple[int, str]],
-    ) -> Curve:
+    def curve(self, store: BlobStore, m: TaskModels) -> Curve:
         """MSE (target unit squared) of each finalised round's global model on the table."""
-        Xs, y, scaler = self.prepare(spec, card)
+        spec = _spec(m)
+        Xs, y, scaler = self.prepare(spec, m.card)
         model = spec.model_spec().build(len(spec.schema["features"]), spec.seed)
         out = Curve([], [])
         with self._lock:
-            for r, h in finals:
-                key = (task, h)
+            for r, h in m.finals:
+                key = (m.task, h)
                 if key not in self._mse:
                     vec = decode_vector(store.get(cid_from_digest(bytes.fromhex(h[2:]))))
                     model.set_flat(vec)
@@ -103,45 +100,40 @@ class Evaluator:
                 out.mse.append(self._mse[key])
         return out
 
-    def mse_png(
-        self,
-        store: BlobStore,
-        spec: TaskSpec,
-        card: dict | None,
-        task: str,
-        finals: list[tuple[int, str]],
-    ) -> bytes:
-        key = ("mse", task, *(h for _, h in finals))
-        if key not in self._png:
-            c = self.curve(store, spec, card, task, finals)
-            buf = io.BytesIO()
-            unit = spec.schema.get("unit", "")
-            curves_plot(
-                {"global model": c.mse},
-                buf,  # type: ignore[arg-type]
-                f"Test MSE per round on {self.path.name if self.path else ''}",
-                f"MSE ({unit})²" if unit else "MSE",
-            )
-            self._png[key] = buf.getvalue()
-        return self._png[key]
+    def png(self, store: BlobStore, m: TaskModels, chart: str) -> bytes:
+        """The ``"mse"`` or ``"parity"`` chart of a task (cached per task and models)."""
+        if chart not in CHARTS:
+            raise ChartUnavailable(f"no chart {chart!r}; there are {', '.join(CHARTS)}")
+        if chart == "parity" and m.final_cid is None:
+            raise ChartUnavailable("no final model yet")
+        key = (chart, m.task, str(m.final_cid), *(h for _, h in m.finals))
+        with self._lock:
+            if key not in self._png:
+                self._png[key] = self._draw(store, m, chart)
+            return self._png[key]
 
-    def parity_png(
-        self, store: BlobStore, spec: TaskSpec, card: dict | None, task: str, cid: str
-    ) -> bytes:
-        key = ("parity", task, cid)
-        if key not in self._png:
-            Xs, y, scaler = self.prepare(spec, card)
-            weights, _ = read_archive(store.get(cid))
+    def _draw(self, store: BlobStore, m: TaskModels, chart: str) -> bytes:
+        spec = _spec(m)
+        unit = spec.schema.get("unit", "")
+        where = self.path.name if self.path else ""
+        buf = io.BytesIO()
+        if chart == "mse":
+            c = self.curve(store, m)
+            ylabel = f"MSE ({unit})²" if unit else "MSE"
+            curves_plot({"global model": c.mse}, buf, f"Test MSE per round on {where}", ylabel)  # type: ignore[arg-type]
+        else:
+            assert m.final_cid is not None
+            Xs, y, scaler = self.prepare(spec, m.card)
+            weights, _ = read_archive(store.get(m.final_cid))
             model = spec.model_spec().build(len(spec.schema["features"]), spec.seed)
             flat_parameters(model, weights)
             pred = scaler.inverse_y(model.predict(Xs))
-            buf = io.BytesIO()
-            parity_plot(
-                y,
-                {"final model": pred},
-                spec.schema.get("unit", ""),
-                buf,  # type: ignore[arg-type]
-                f"Final model {cid[:16]}… on {self.path.name if self.path else ''}",
-            )
-            self._png[key] = buf.getvalue()
-        return self._png[key]
+            title = f"Final model {m.final_cid[:16]}… on {where}"
+            parity_plot(y, {"final model": pred}, unit, buf, title)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+
+def _spec(m: TaskModels) -> TaskSpec:
+    if isinstance(m.spec, str):
+        raise ChartUnavailable(f"task spec not readable from the store: {m.spec}")
+    return m.spec

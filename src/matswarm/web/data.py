@@ -141,6 +141,15 @@ class TaskView:
         return sum(r.phase == "final" for r in self.rounds)
 
 
+@dataclass
+class TaskModels:
+    task: str
+    spec: TaskSpec | str  # a string says why the spec cannot be read
+    card: dict[str, Any] | None
+    finals: list[tuple[int, str]]  # (round, finalised global hash)
+    final_cid: str | None
+
+
 class Dashboard:
     """Read-only access to one home for the web pages (thread-safe: one lock for all reads)."""
 
@@ -151,6 +160,8 @@ class Dashboard:
         self._lock = threading.RLock()
         self._names: dict[str, str] = {}
         self._names_key: int = -1
+        self._depth = 0
+        self._members: list[Member] = []
         self._specs: dict[bytes, dict[str, Any]] = {}
         self._spec_objs: dict[bytes, TaskSpec] = {}
         self._cards: dict[str, dict[str, Any]] = {}
@@ -159,35 +170,35 @@ class Dashboard:
     def close(self) -> None:
         self.ledger.close()
 
+    def warm(self) -> int:
+        """Build the event index from the chain and read the member list now, at startup,
+        rather than in the first page; returns the number of events indexed."""
+        with self.reading():
+            return len(self.ledger.events())
+
     @contextmanager
     def reading(self) -> Iterator[None]:
         """Hold the lock and one chain snapshot (embedded chain) for a whole page."""
         snap = getattr(self.ledger.chain, "snapshot", None)
         with self._lock, snap() if snap else nullcontext():
-            yield
+            self._depth += 1
+            try:
+                if self._depth == 1:
+                    self._refresh_names()
+                yield
+            finally:
+                self._depth -= 1
 
     # -- members -------------------------------------------------------------------------------
-    def names(self) -> dict[str, str]:
-        """Org name by address, refreshed when an org is admitted or re-registers."""
+    def _refresh_names(self) -> None:
+        """Org names by address, re-read when an org was admitted or re-registered (checked
+        once per page, not once per name)."""
         key = len(self.ledger.events(names=["OrgAdmitted", "OrgUpdated"]))
         if key != self._names_key:
-            names = {}
-            for addr in self.ledger.members():
-                names[addr] = _org_name(self.ledger.org_info(addr).metadata, addr)
-            self._names, self._names_key = names, key
-        return self._names
-
-    def name(self, addr: str) -> str:
-        from eth_utils import to_checksum_address
-
-        return self.names().get(to_checksum_address(addr), short(addr))
-
-    def members(self) -> list[Member]:
-        with self.reading():
-            out = []
+            members = []
             for addr in self.ledger.members():
                 info = self.ledger.org_info(addr)
-                out.append(
+                members.append(
                     Member(
                         addr,
                         _org_name(info.metadata, addr),
@@ -196,7 +207,18 @@ class Dashboard:
                         info.admitted_at_block,
                     )
                 )
-            return out
+            self._members = members
+            self._names = {m.address.lower(): m.name for m in members}
+            self._names_key = key
+
+    def name(self, addr: str) -> str:
+        """The org's registered name (the address, shortened, if it has none)."""
+        return self._names.get(addr.lower(), short(addr))
+
+    def members(self) -> list[Member]:
+        """Admitted orgs in admission order (re-read from the contract when that changes)."""
+        with self.reading():
+            return list(self._members)
 
     # -- tasks ---------------------------------------------------------------------------------
     def tasks(self) -> list[TaskRow]:
@@ -420,6 +442,21 @@ class Dashboard:
                     problems.append(f"final model archive {cid}: {exc}")
                 return None
         return self._cards[cid]
+
+    def models(self, task_id: bytes) -> TaskModels:
+        """What the charts need: the spec, the final model card and every finalised hash."""
+        with self.reading():
+            info = self.ledger.task_info(task_id)
+            spec = self.spec_obj(info.spec_hash)
+            finals = [
+                (r.round, "0x" + r.final_hash.hex())
+                for r in self.ledger.rounds(task_id).values()
+                if r.final_hash is not None
+            ]
+            cid = info.final_model_cid
+            return TaskModels(
+                "0x" + task_id.hex(), spec, self.card(cid) if cid else None, finals, cid
+            )
 
     def task_status(self, task_id: bytes) -> TaskStatus:
         with self.reading():
