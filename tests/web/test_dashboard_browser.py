@@ -272,3 +272,53 @@ def test_beyond_loopback_a_generated_token_is_required(site, browser, env):
         page.close()
     finally:
         _stop(proc)
+
+
+def test_rejections_reports_and_contributions_are_shown(site, browser, shots):
+    """Anchored on the ledger as the contributions helper and a rejecting org would: a
+    rejection with its reason, a contributions document (values chosen here: this checks the
+    display, not the accounting), another kind of report, and a contributions report whose
+    digest does not match the stored document."""
+    import hashlib
+    import json
+
+    from matswarm.runtime.local import Home
+
+    h = Home(site["home"])
+    tid = bytes.fromhex(site["task"][2:])
+    a, b, c = (h.identity(n) for n in ("lab-a", "lab-b", "lab-c"))
+    doc = {
+        "task": site["task"],
+        "round": 0,
+        "method": "shapley",
+        "metric": "val_mse",
+        "values": {a.evm_address: 0.25, b.evm_address: 0.5, c.evm_address: -0.125},
+        "stderr": None,
+        "names": {a.evm_address: "lab-a", b.evm_address: "lab-b", c.evm_address: "lab-c"},
+    }
+    blob = json.dumps(doc).encode()
+    store = h.store()
+    cid = store.put(blob)
+    other = store.put(b'{"kind": "dp-epsilon"}')
+    with h.ledger(a.evm_account()) as led:
+        led.record_rejection(tid, 3, c.evm_address, "validation score below the threshold")
+        led.record_report(tid, 0, "contributions", hashlib.sha256(blob).digest(), cid)
+        led.record_report(tid, 2, "dp-epsilon", hashlib.sha256(b"something else").digest(), other)
+        led.record_report(tid, 1, "contributions", hashlib.sha256(b"not it").digest(), cid)
+    page = browser.new_page()
+    page.goto(f"{site['base']}/task/{site['task']}")
+    rejections = page.inner_text("#rejections")
+    assert "lab-c" in rejections and "below the threshold" in rejections
+    assert re.search(r"0x[0-9a-f]{64}", rejections)  # the rejection's transaction id
+    table = page.locator("table.contributions").first
+    rows = [r.split("\t") for r in table.inner_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["lab-b", "lab-a", "lab-c"]  # highest value first
+    assert rows[0][1] == "0.5" and rows[2][1] == "-0.125"
+    assert "whole task: shapley on val_mse" in page.inner_text("body")
+    reports = page.inner_text("#reports")
+    assert "dp-epsilon" in reports and cid in reports and other in reports
+    # A contributions document that is not what the ledger anchored is flagged, not shown.
+    assert reports.count("does not match the digest on the ledger") == 1
+    assert page.locator("table.contributions").count() == 1
+    _shot(page, shots, "task-rejections-contributions")
+    page.close()

@@ -165,7 +165,7 @@ class Dashboard:
         self._specs: dict[bytes, dict[str, Any]] = {}
         self._spec_objs: dict[bytes, TaskSpec] = {}
         self._cards: dict[str, dict[str, Any]] = {}
-        self._docs: dict[str, dict[str, Any] | str] = {}
+        self._docs: dict[tuple[str, bytes], dict[str, Any] | str] = {}
 
     def close(self) -> None:
         self.ledger.close()
@@ -359,8 +359,10 @@ class Dashboard:
     # -- reports and contributions --------------------------------------------------------------
     def document(self, cid: str, digest: bytes) -> dict[str, Any] | str:
         """A report's JSON document from the store, checked against its anchored sha256; a
-        string says why it cannot be shown."""
-        if cid not in self._docs:
+        string says why it cannot be shown. Cached per (content id, digest): two reports may
+        name the same blob with different digests."""
+        key = (cid, digest)
+        if key not in self._docs:
             if not cid:
                 return "no content id was anchored"
             try:
@@ -368,14 +370,14 @@ class Dashboard:
             except StoreError as exc:
                 return f"not in the store: {exc}"
             if hashlib.sha256(blob).digest() != digest:
-                self._docs[cid] = "the stored document does not match the digest on the ledger"
+                self._docs[key] = "the stored document does not match the digest on the ledger"
             else:
                 try:
                     doc = json.loads(blob)
-                    self._docs[cid] = doc if isinstance(doc, dict) else "not a JSON object"
+                    self._docs[key] = doc if isinstance(doc, dict) else "not a JSON object"
                 except ValueError:
-                    self._docs[cid] = "not JSON"
-        return self._docs[cid]
+                    self._docs[key] = "not JSON"
+        return self._docs[key]
 
     def _reports(
         self, task_id: bytes, problems: list[str]
