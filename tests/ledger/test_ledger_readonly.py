@@ -68,3 +68,15 @@ def test_reader_takes_no_lock(consortium: Consortium):
 def test_missing_chain_is_a_clear_error(tmp_path):
     with pytest.raises(LedgerError, match="no embedded chain"):
         open_embedded_readonly(tmp_path / "nowhere")
+
+
+def test_reader_opens_a_chain_whose_writer_closed_cleanly(consortium: Consortium):
+    consortium.ledger.close()  # SQLite checkpoints and removes the WAL sidecar files
+    chain = consortium.path / "chain.sqlite"
+    before = _digest(chain)
+    reader = open_embedded_readonly(consortium.path)
+    try:
+        assert len(reader.members()) == 1 + len(consortium.orgs)
+    finally:
+        reader.close()
+    assert _digest(chain) == before

@@ -4,13 +4,14 @@
 one writer (``matswarm task run-local``) at a time. A reader (the dashboard, an auditor's
 ``verify``) must neither wait for that lock nor write anything, so this module opens the
 chain's SQLite file itself, read-only (``mode=ro`` and ``PRAGMA query_only``), and builds the
-same py-evm chain object over it. No lock is taken and nothing is written: SQLite's WAL lets a
+same py-evm chain object over it. No lock is taken and no row is written (SQLite may create
+its empty ``-wal``/``-shm`` sidecar files when the writer has removed them): WAL lets a
 reader see the last committed state while the writer works, and the writer commits once per
 mined block (see ``_kv``), so a reader only ever sees whole blocks.
 
 Wrap a burst of reads in :meth:`ReadOnlyEmbeddedChain.snapshot` to see one block height
 throughout (one SQLite read transaction); outside it each read sees the latest committed block.
-The view's event index is its own (in memory, or a file of the caller's): the writer's
+The view's event index is its own, in memory: the writer's
 ``index.sqlite`` is a cache the reader has no business writing to.
 """
 
