@@ -102,15 +102,13 @@ def create_app(
         resp.status_code = status
         return resp
 
-    def task_or_error(request: Request, task: str) -> bytes | HTMLResponse:
-        try:
-            tid = parse_task(task)
-            dash.task_status(tid)
-        except HomeError as exc:
-            return error(request, 400, str(exc))
-        except LedgerError as exc:
-            return error(request, 404, str(exc))
-        return tid
+    @app.exception_handler(HomeError)
+    def bad_request(request: Request, exc: HomeError) -> HTMLResponse:
+        return error(request, 400, str(exc))  # e.g. a task id that is not 32 bytes of hex
+
+    @app.exception_handler(LedgerError)
+    def not_found(request: Request, exc: LedgerError) -> HTMLResponse:
+        return error(request, 404, str(exc))  # e.g. an unknown task
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> RedirectResponse:
@@ -126,9 +124,7 @@ def create_app(
 
     @app.get("/task/{task}", response_class=HTMLResponse)
     def task_page(request: Request, task: str) -> HTMLResponse:
-        tid = task_or_error(request, task)
-        if isinstance(tid, HTMLResponse):
-            return tid
+        tid = parse_task(task)
         view = dash.task(tid)
         return page(
             request,
@@ -141,18 +137,14 @@ def create_app(
 
     @app.get("/task/{task}/progress", response_class=HTMLResponse)
     def progress(request: Request, task: str) -> HTMLResponse:
-        tid = task_or_error(request, task)
-        if isinstance(tid, HTMLResponse):
-            return tid
+        tid = parse_task(task)
         status, rows = dash.progress(tid)
         final = sum(r.phase == "final" for r in rows)
         return page(request, "_progress.html", status=status, rounds=rows, rounds_final=final)
 
     @app.get("/task/{task}/{chart}.png")
     def chart(request: Request, task: str, chart: str) -> Response:
-        tid = task_or_error(request, task)
-        if isinstance(tid, HTMLResponse):
-            return tid
+        tid = parse_task(task)
         try:
             png = evaluator.png(dash.store, dash.models(tid), chart)
         except ChartUnavailable as exc:
@@ -161,9 +153,8 @@ def create_app(
 
     @app.post("/task/{task}/verify", response_class=HTMLResponse)
     async def verify(request: Request, task: str) -> HTMLResponse:
-        tid = task_or_error(request, task)
-        if isinstance(tid, HTMLResponse):
-            return tid
+        tid = parse_task(task)
+        dash.task_status(tid)  # an unknown task is a 404 here, not a failed verification
         t0 = time.perf_counter()
         result = await run_in_threadpool(run_verify, home, tid, verify_identity)
         return page(
