@@ -121,7 +121,7 @@ def render_beside_run(client, home: Path, task: str, rounds: int) -> None:
 def render_pages(client, task: str, repeat: int) -> tuple[float, float, str]:
     """Every page cold then warm; returns (slowest page s, verify s, verify verdict)."""
     task_url = f"/task/{task}"
-    pages = ["/members", "/tasks", task_url, task_url + "/progress"]
+    pages = ["/members", "/tasks", task_url, task_url + "/progress", task_url + "/round/1"]
     pages += [task_url + "/mse.png", task_url + "/parity.png"]
     print(
         f"{'page':<22} {'bytes':>8} {'cold ms':>9} {'warm med':>9} {'warm max':>9} "
@@ -192,9 +192,15 @@ def main() -> None:
         print(f"anchored {n_reports} contributions reports ({n_orgs} values each)")
     print(
         f"\nafter the run ({n_orgs} orgs, {n_rounds} rounds, {n_reports} reports); "
-        f"cold = first request after the app starts, warm = median/max of {args.repeat}"
+        f"cold = first request after the app started, warm = median/max of {args.repeat}"
     )
-    with TestClient(create_app(h, eval_data=eval_csv, verify_identity=ident)) as client:
+    t0 = time.perf_counter()
+    app = create_app(h, eval_data=eval_csv, verify_identity=ident)
+    print(
+        f"app start (index {app.state.events_indexed} events, warm caches, draw charts): "
+        f"{time.perf_counter() - t0:.2f} s"
+    )
+    with TestClient(app) as client:
         worst, dt, verdict = render_pages(client, task, args.repeat)
     print(
         f"slowest page: {worst * 1e3:.1f} ms (budget {BUDGET_S * 1e3:.0f} ms: "

@@ -181,6 +181,12 @@ def test_pages_render_and_rounds_fill_while_the_task_runs(site, browser, shots, 
     assert len(re.findall(r"0x[0-9a-f]{64}", detail)) >= 2 * ORGS
     assert "No update was rejected" in page.inner_text("#no-rejections")
     _shot(page, shots, "task-archived")
+    # Rounds beyond the latest few have a page each.
+    page.click("#older-rounds a >> text='1'")
+    assert page.inner_text("h1").startswith("Round 1 of task dashboard-demo")
+    assert page.inner_text("#round-status").startswith("final")
+    assert len(re.findall(r"0x[0-9a-f]{64}", page.inner_text("table.round-table"))) == 2 * ORGS
+    _shot(page, shots, "round")
     page.close()
 
 

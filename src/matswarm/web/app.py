@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,17 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from matswarm.ledger import LedgerError
+from matswarm.protocol.codec import CodecError
 from matswarm.runtime.local import Home, HomeError
+from matswarm.store import StoreError
 from matswarm.web.charts import CHARTS, ChartUnavailable, Evaluator
-from matswarm.web.data import Dashboard, parse_task, run_verify, short
+from matswarm.web.data import WARM_TASKS, Dashboard, parse_task, run_verify, short
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.filters["short"] = short
 TOKEN_COOKIE = "matswarm_token"
+#: Rounds whose commitments and votes the task page lists (the others have a page each).
+DETAIL_ROUNDS = 5
 #: Explains, on every page, what the ledger does and does not guarantee.
 TRUST_NOTE = (
     "Read-only view of the ledger and the artifact store. The embedded chain is a "
@@ -50,17 +53,15 @@ def create_app(
     dash = Dashboard(home)
     try:
         events = dash.warm()
+        evaluator = Evaluator(eval_data)
+        if eval_data is not None:
+            _prerender(dash, evaluator)  # the charts of archived tasks, before the first request
     except BaseException:
         dash.close()
         raise
-    evaluator = Evaluator(eval_data)
     app = FastAPI(title="matswarm dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.dashboard = dash
-    if eval_data is not None:
-        # Draw the charts of archived tasks now, beside the first requests, not in them.
-        threading.Thread(target=_prerender, args=(dash, evaluator), daemon=True).start()
     app.state.events_indexed = events
-    app.state.render_ms = {}
 
     @app.on_event("shutdown")
     def _close() -> None:
@@ -131,9 +132,15 @@ def create_app(
             "task.html",
             t=view,
             poll_ms=poll_ms,
+            detail_rounds=DETAIL_ROUNDS,
             charts=_chart_state(dash, evaluator, tid, view),
             nav="tasks",
         )
+
+    @app.get("/task/{task}/round/{number}", response_class=HTMLResponse)
+    def round_page(request: Request, task: str, number: int) -> HTMLResponse:
+        name, row = dash.round(parse_task(task), number)
+        return page(request, "round.html", task=task, task_name=name, r=row, nav="tasks")
 
     @app.get("/task/{task}/progress", response_class=HTMLResponse)
     def progress(request: Request, task: str) -> HTMLResponse:
@@ -174,14 +181,15 @@ log = logging.getLogger(__name__)
 
 
 def _prerender(dash: Dashboard, evaluator: Evaluator) -> None:
-    try:
-        for row in dash.tasks():
-            if row.status == "archived":
-                models = dash.models(parse_task(row.task))
-                for chart in CHARTS:
-                    evaluator.png(dash.store, models, chart)
-    except Exception as exc:  # a chart that cannot be drawn says why when it is requested
-        log.info("charts not pre-rendered: %s", exc)
+    for row in dash.tasks()[:WARM_TASKS]:
+        if row.status != "archived":
+            continue
+        models = dash.models(parse_task(row.task))
+        for chart in CHARTS:
+            try:
+                evaluator.png(dash.store, models, chart)
+            except (ChartUnavailable, StoreError, CodecError) as exc:  # said again on request
+                log.info("chart %s of %s not drawn: %s", chart, row.task, exc)
 
 
 def _chart_state(dash: Dashboard, evaluator: Evaluator, tid: bytes, view: Any) -> dict[str, str]:

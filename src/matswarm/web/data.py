@@ -20,7 +20,7 @@ from typing import Any
 
 from hexbytes import HexBytes
 
-from matswarm.ledger import Ledger, RoundPhase, TaskStatus
+from matswarm.ledger import Ledger, LedgerError, RoundPhase, TaskStatus
 from matswarm.protocol.spec import TaskSpec
 from matswarm.runtime.local import Home, HomeError
 from matswarm.store import BlobStore, StoreError
@@ -43,6 +43,8 @@ ROUND_EVENTS = frozenset(
     }
 )
 CONTRIBUTIONS_KIND = "contributions"
+#: How many of the newest tasks :meth:`Dashboard.warm` reads at startup.
+WARM_TASKS = 20
 
 
 def open_readonly_ledger(home: Home) -> Ledger:
@@ -170,11 +172,15 @@ class Dashboard:
     def close(self) -> None:
         self.ledger.close()
 
-    def warm(self) -> int:
-        """Build the event index from the chain and read the member list now, at startup,
-        rather than in the first page; returns the number of events indexed."""
+    def warm(self, tasks: int = WARM_TASKS) -> int:
+        """At startup rather than in the first pages: build the event index from the chain,
+        read the members, and fill the caches (spec, card, report documents) of the newest
+        ``tasks`` tasks. Returns the number of events indexed."""
         with self.reading():
-            return len(self.ledger.events())
+            n = len(self.ledger.events())
+            for row in self.tasks()[:tasks]:
+                self.task(bytes.fromhex(row.task[2:]))
+            return n
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -320,6 +326,16 @@ class Dashboard:
             n = len(info.participants)
             rows = [self._round_row(r, n) for r in self.ledger.rounds(task_id).values()]
             return info.status.name.lower(), rows
+
+    def round(self, task_id: bytes, number: int) -> tuple[str, RoundRow]:
+        """The task's name and one round's row (:class:`LedgerError` if it was not opened)."""
+        with self.reading():
+            info = self.ledger.task_info(task_id)
+            rounds = self.ledger.rounds(task_id)
+            if number not in rounds:
+                raise LedgerError(f"round {number} of task 0x{task_id.hex()} was not opened")
+            name = str(self.spec(info.spec_hash).get("name", "?"))
+            return name, self._round_row(rounds[number], len(info.participants))
 
     def _round_row(self, r: Any, n: int) -> RoundRow:
         commits = [
