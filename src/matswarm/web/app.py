@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +61,21 @@ def create_app(
     except BaseException:
         dash.close()
         raise
-    app = FastAPI(title="matswarm dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        dash.close()
+
+    app = FastAPI(
+        title="matswarm dashboard",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
     app.state.dashboard = dash
     app.state.events_indexed = events
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        dash.close()
 
     @app.middleware("http")
     async def auth_and_timing(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -27,7 +27,7 @@ from matswarm.protocol.codec import decode_vector
 from matswarm.protocol.spec import TaskSpec
 from matswarm.store import BlobStore
 from matswarm.store.cid import cid_from_digest
-from matswarm.web.data import TaskModels
+from matswarm.web.views import TaskModels
 
 CHARTS = ("mse", "parity")
 

@@ -15,7 +15,6 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 from hexbytes import HexBytes
@@ -25,6 +24,14 @@ from matswarm.protocol.spec import TaskSpec
 from matswarm.runtime.local import Home, HomeError
 from matswarm.store import BlobStore, StoreError
 from matswarm.store.cid import cid_from_digest
+from matswarm.web.views import (
+    Contributions,
+    Member,
+    RoundRow,
+    TaskModels,
+    TaskRow,
+    TaskView,
+)
 
 #: Events the round table and the sections above it already show; any other event of a task
 #: (e.g. governance votes on the final model) is listed generically.
@@ -65,91 +72,6 @@ def short(value: str | bytes | None, n: int = 10) -> str:
         return "-"
     text = HexBytes(value).to_0x_hex() if isinstance(value, bytes) else str(value)
     return text if len(text) <= n + 4 else text[: n + 2] + "…"
-
-
-@dataclass
-class Member:
-    address: str
-    name: str
-    founder: bool
-    keys_registered: bool
-    admitted_at_block: int
-
-
-@dataclass
-class TaskRow:
-    task: str
-    name: str
-    status: str
-    current_round: int
-    rounds: int
-    participants: int
-    quorum: int
-    created_block: int
-    tx_hash: str
-
-
-@dataclass
-class RoundRow:
-    round: int
-    phase: str
-    commitments: list[dict[str, Any]]
-    votes: list[dict[str, Any]]
-    missing: list[str]
-    final_hash: str | None
-    n_participants: int
-
-
-@dataclass
-class Contributions:
-    round: int
-    method: str
-    metric: str
-    reporter: str
-    tx_hash: str
-    cid: str
-    rows: list[tuple[str, float, float | None]]  # (org name, value, stderr)
-
-
-@dataclass
-class TaskView:
-    task: str
-    name: str
-    status: str
-    issuer: str
-    current_round: int
-    rounds_total: int
-    quorum: int
-    participants: list[tuple[str, str]]  # (name, address)
-    spec_hash: str
-    spec: dict[str, Any]
-    rounds: list[RoundRow]
-    rejections: list[dict[str, Any]]
-    reports: list[dict[str, Any]]
-    contributions: list[Contributions]
-    other_events: list[dict[str, Any]]
-    final_model_cid: str | None
-    final_model_hash: str | None
-    final_tx: str | None
-    card: dict[str, Any] | None
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("archived", "aborted")
-
-    @property
-    def rounds_final(self) -> int:
-        return sum(r.phase == "final" for r in self.rounds)
-
-
-@dataclass
-class TaskModels:
-    task: str
-    spec: TaskSpec | str  # a string says why the spec cannot be read
-    card: dict[str, Any] | None
-    finals: list[tuple[int, str]]  # (round, finalised global hash)
-    final_cid: str | None
 
 
 class Dashboard:
