@@ -111,10 +111,13 @@ def render_beside_run(client, home: Path, task: str, rounds: int) -> None:
         f"while the dashboard rendered beside it:"
     )
     for url, ts in live.items():
+        p95 = statistics.quantiles(ts, n=20)[-1] if len(ts) > 1 else ts[0]
+        worst = max(range(len(ts)), key=ts.__getitem__)
         print(
             f"  {url.replace(task, 'TASK'):<22} {len(ts):4d} renders  median "
-            f"{statistics.median(ts) * 1e3:7.1f} ms  max {max(ts) * 1e3:7.1f} ms  "
-            f"(max/budget {max(ts) / BUDGET_S:.2f})"
+            f"{statistics.median(ts) * 1e3:7.1f} ms  p95 {p95 * 1e3:7.1f} ms  max "
+            f"{ts[worst] * 1e3:7.1f} ms (render #{worst + 1}; max/budget "
+            f"{ts[worst] / BUDGET_S:.2f}; {sum(t > BUDGET_S for t in ts)} over budget)"
         )
 
 
