@@ -117,6 +117,10 @@ def create_app(
     def bad_request(request: Request, exc: HomeError) -> HTMLResponse:
         return error(request, 400, str(exc))  # e.g. a task id that is not 32 bytes of hex
 
+    @app.exception_handler(StoreError)
+    def not_stored(request: Request, exc: StoreError) -> HTMLResponse:
+        return error(request, 404, str(exc))
+
     @app.exception_handler(LedgerError)
     def not_found(request: Request, exc: LedgerError) -> HTMLResponse:
         return error(request, 404, str(exc))  # e.g. an unknown task

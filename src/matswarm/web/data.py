@@ -67,6 +67,15 @@ def open_readonly_ledger(home: Home) -> Ledger:
     return Ledger.connect(cfg["url"], cfg["address"], None, chain_id=int(cfg["chain_id"]))
 
 
+def open_store_readonly(home: Home) -> BlobStore:
+    """The home's artifact store, without creating its folder (a :class:`StoreError` says
+    it does not exist yet: no task was created)."""
+    loc = home.config().get("store", "store")
+    if "://" not in loc and not (home.path / loc).is_dir():
+        raise StoreError(f"the consortium's store {home.path / loc} does not exist yet")
+    return home.store()
+
+
 def short(value: str | bytes | None, n: int = 10) -> str:
     if value is None:
         return "-"
@@ -80,7 +89,7 @@ class Dashboard:
     def __init__(self, home: Home) -> None:
         self.home = home
         self.ledger = open_readonly_ledger(home)
-        self.store: BlobStore = home.store()
+        self._store: BlobStore | None = None
         self._lock = threading.RLock()
         self._names: dict[str, str] = {}
         self._names_key: int = -1
@@ -90,6 +99,12 @@ class Dashboard:
         self._spec_objs: dict[bytes, TaskSpec] = {}
         self._cards: dict[str, dict[str, Any]] = {}
         self._docs: dict[tuple[str, bytes], dict[str, Any] | str] = {}
+
+    @property
+    def store(self) -> BlobStore:
+        if self._store is None:
+            self._store = open_store_readonly(self.home)
+        return self._store
 
     def close(self) -> None:
         self.ledger.close()
@@ -426,7 +441,7 @@ def run_verify(home: Home, task_id: bytes, identity: Any = None) -> dict[str, An
     try:
         snap = getattr(ledger.chain, "snapshot", None)
         with snap() if snap else nullcontext():
-            rep = verify_task(ledger, home.store(), task_id, identity=identity)
+            rep = verify_task(ledger, open_store_readonly(home), task_id, identity=identity)
     finally:
         ledger.close()
     first = rep.first_failure
