@@ -79,6 +79,11 @@ def dashboard(
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/tasks"
     console.print(f"matswarm dashboard of {h.path} (read-only) at {url}")
+    if not is_loopback(host):
+        console.print(
+            "[yellow]plain HTTP beyond this machine: the token travels in clear; put the "
+            "dashboard behind a TLS reverse proxy[/]"
+        )
     if token is not None:
         console.print(
             f"access token{' (generated)' if generated else ''}: {token}\nopen {url}?token={token}"
