@@ -18,6 +18,7 @@ from matswarm.experiments.compare import Report, load_data, run_comparison
 from matswarm.experiments.config import ConfigError, ExperimentConfig, keys_help
 from matswarm.experiments.runner import DISPLAY
 from matswarm.protocol.consortium import TrustSettings
+from matswarm.web.cli import dashboard
 
 app = typer.Typer(
     help="matswarm: federated (swarm) learning of materials properties with verifiable models.",
@@ -28,6 +29,7 @@ experiment_app = typer.Typer(help="Reproduce the papers' tables and figures.", n
 app.add_typer(experiment_app, name="experiment")
 deploy.register(app)  # node / coordinator / task: across machines on Flower
 lifecycle.register(app, deploy.task_app)  # org / ledger / model / verify / task create|join|…
+app.command("dashboard")(dashboard)  # read-only web dashboard (web extra)
 
 
 
