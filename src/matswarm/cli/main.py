@@ -88,6 +88,8 @@ def print_trust(report: Report) -> None:
 
 
 def print_report(report: Report, title: str) -> None:
+    if report.task == "classification":
+        return materials.print_classification_report(report, title)
     unit = report.unit
     models = sorted({r.model for r in report.rows})
     seeds = sorted({r.n_seeds for r in report.rows})
