@@ -396,3 +396,28 @@ def featurize(
             stacklevel=2,
         )
     return res.table
+
+
+def task_featurizer(
+    preset: str, formula_column: str = "formula", skip_invalid: bool = False
+) -> dict[str, Any]:
+    """What a task spec pins: this installation's featuriser and how the orgs apply it."""
+    return featurizer_spec(preset).as_dict() | {
+        "formula_column": formula_column,
+        "skip_invalid": bool(skip_invalid),
+    }
+
+
+def prepare_table(table: pd.DataFrame, source: str, featurizer: dict[str, Any] | None):
+    """An org's table as the task needs it: unchanged, or featurised locally with exactly the
+    featuriser the task spec names (a different matminer/pymatgen version is refused)."""
+    if not featurizer:
+        return table
+    spec = check_same_featurizer(featurizer, "the task")
+    return featurize(
+        table,
+        formula_column=str(featurizer.get("formula_column", "formula")),
+        preset=spec.preset,
+        source=source,
+        skip_invalid=bool(featurizer.get("skip_invalid", False)),
+    )

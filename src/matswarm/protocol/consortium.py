@@ -230,6 +230,13 @@ def finish_task(
             "note": SIMULATED_NOTE,
         },
         "security_note": SECURITY_NOTE,
+        # What `matswarm predict` needs to prepare a new table the way the orgs did.
+        **({"featurizer": spec.featurizer} if spec.featurizer else {}),
+        **(
+            {k: spec.schema[k] for k in ("task", "threshold", "positive")}
+            if spec.schema.get("task") == "classification"
+            else {}
+        ),
         **(extra_card or {}),
     }
     blob = build_archive(model, card)

@@ -4,8 +4,9 @@ A spec is canonical JSON; its sha256 is the ``spec_hash`` recorded on the ledger
 itself is kept in the artifact store, where its content id follows from that hash. It pins the
 model, algorithm, aggregation rule, participants (in stacking/ring order), rounds, seed, data
 schema, the initial model's hash and the code measurements of the training and aggregation code;
-for a relaying runtime (Flower) also the round deadline and quorum. Every runtime (in-process,
-ledger-backed, Flower) runs from this one spec.
+for a relaying runtime (Flower) also the round deadline and quorum; for a task whose tables hold
+formulas, the featuriser (name, version, preset, formula column) every org must run locally.
+Every runtime (in-process, ledger-backed, Flower) runs from this one spec.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class TaskSpec:
     #: Updates a relayed round needs to go on without the missing orgs. None: ceil(2n/3), the
     #: ledger's default quorum.
     quorum: int | None = None
+    #: Descriptors computed locally from a formula column (``FeaturizerSpec.as_dict()`` plus
+    #: ``formula_column`` and ``skip_invalid``); None: the tables hold the descriptors. Left out
+    #: of the canonical JSON when None, so specs without it hash as they always did.
+    featurizer: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.participants)) != len(self.participants) or not self.participants:
@@ -113,6 +118,8 @@ class TaskSpec:
     def to_json(self) -> bytes:
         """Canonical bytes: sorted keys, no whitespace."""
         d = asdict(self)
+        if d["featurizer"] is None:
+            del d["featurizer"]
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod

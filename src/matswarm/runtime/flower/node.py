@@ -136,8 +136,10 @@ class OrgService:
 
     def _encoded(self, spec: TaskSpec):
         from matswarm.data import TaskSchema
+        from matswarm.data.featurize import prepare_table
 
-        X, y = TaskSchema.from_dict(spec.schema).encode(self.table, str(self.data_path))
+        table = prepare_table(self.table, str(self.data_path), spec.featurizer)
+        X, y = TaskSchema.from_dict(spec.schema).encode(table, str(self.data_path))
         return X, y
 
     # -- requests -----------------------------------------------------------------------------
