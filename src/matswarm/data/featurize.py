@@ -332,11 +332,9 @@ def featurize_table(
         if cache is not None:
             cache.close()
     invalid: list[InvalidFormula] = []
-    raw_values = df[formula_column].tolist()
     for i, t in enumerate(texts):
         if t is None:
-            shown = "" if raw_values[i] is None else str(raw_values[i])
-            invalid.append(InvalidFormula(i + 1, shown, "the formula is empty"))
+            invalid.append(InvalidFormula(i + 1, "", "the formula is empty"))
         elif isinstance(results[t], str):
             invalid.append(InvalidFormula(i + 1, t, str(results[t])))
     if invalid and not skip_invalid:
