@@ -192,14 +192,18 @@ def run(
         cfg = ExperimentConfig.from_toml(config)
         if output is not None:
             cfg.output = str(output)
-        dataset, _ = load_data(cfg)
+        with materials.data_notes():
+            dataset, _ = load_data(cfg)
     except (ConfigError, DataError) as exc:
         fail(str(exc))
     console.print(
         f"Data: {dataset.description}; {len(dataset.orgs)} orgs; "
         f"model {cfg.model.name}; rule {cfg.make_rule().describe()}"
     )
-    report = run_with_progress(cfg, dataset, None, config.stem)
+    try:
+        report = run_with_progress(cfg, dataset, None, config.stem)
+    except (ConfigError, DataError, ValueError) as exc:  # e.g. a rule needing more orgs
+        fail(str(exc))
     print_report(report, f"matswarm run {config.name}")
 
 

@@ -4,6 +4,8 @@ results table of a classification run."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +31,6 @@ def featurize_command(
     row's formula. Features are cached by formula on this machine; nothing leaves it."""
     from matswarm.data import DataError, read_table
     from matswarm.data.featurize import featurize_table
-    from matswarm.data.tables import TableReadWarning
 
     if out.suffix.lower() not in (".csv", ".tsv", ".parquet", ".pq"):
         fail(f"{out}: --out must end in .csv, .tsv or .parquet")
@@ -43,11 +44,8 @@ def featurize_command(
         console=err_console,
     )
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TableReadWarning)
+        with data_notes():
             df = read_table(table)
-        for w in caught:
-            err_console.print(f"[yellow]note:[/] {w.message}", soft_wrap=True, highlight=False)
         with progress:
             bar = progress.add_task("featurising formulas", total=None)
 
@@ -125,5 +123,45 @@ def print_classification_report(report: Any, title: str) -> None:
     )
 
 
+@contextmanager
+def data_notes() -> Iterator[None]:
+    """Print the data layer's warnings raised inside the block (a guessed encoding, skipped
+    formulas) as ``note:`` lines on stderr, also when an error ends the block."""
+    from matswarm.data.featurize import FeaturizeWarning
+    from matswarm.data.tables import TableReadWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TableReadWarning)
+        warnings.simplefilter("always", FeaturizeWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, TableReadWarning | FeaturizeWarning):
+                    err_console.print(
+                        f"note: {w.message}", soft_wrap=True, highlight=False, markup=False
+                    )
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _show_data_warnings_as_notes() -> None:
+    """Print the data layer's warnings (a guessed encoding, skipped formulas) as one ``note:``
+    line on stderr instead of Python's two-line ``file:line: Warning`` form."""
+    from matswarm.data.featurize import FeaturizeWarning
+    from matswarm.data.tables import TableReadWarning
+
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TableReadWarning | FeaturizeWarning):
+            err_console.print(f"note: {message}", soft_wrap=True, highlight=False, markup=False)
+            return
+        original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def register(app: typer.Typer) -> None:
     app.command("featurize")(featurize_command)
+    _show_data_warnings_as_notes()
