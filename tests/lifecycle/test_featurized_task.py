@@ -1,0 +1,143 @@
+"""A task over `formula,e_form` tables: the issuer's config says `featurize = "magpie"`, the
+featuriser is pinned in the task spec, each org featurises its own table when it joins and runs,
+and bad tables get one line (also under a fuzz of malformed tables)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+pytest.importorskip(
+    "matminer", reason='the materials extra is not installed (pip install -e ".[materials]")'
+)
+
+from matswarm.cli.main import app
+
+runner = CliRunner()
+ORGS = ("lab-a", "lab-b", "lab-c")
+PARTS = ("train_part0.csv", "train_part1.csv", "train_part2.csv")
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory, perovskite_dir):
+    """Three registered orgs, a 3-round task over formula-only tables, all joined."""
+    tmp = tmp_path_factory.mktemp("featurized-task")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MATSWARM_HOME", str(tmp / "home"))
+    mp.setenv("MATSWARM_PASSPHRASE", "test-only-passphrase")
+    mp.setenv("MATSWARM_FEATURE_CACHE", str(tmp_path_factory.getbasetemp() / "fcache"))
+
+    def ok(*args):
+        res = runner.invoke(app, list(args))
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    for org in ORGS:
+        ok("org", "init", org)
+    ok("org", "register", "lab-a")
+    for org in ORGS[1:]:
+        ok("org", "admit", str(tmp / "home" / "orgs" / f"{org}.pub.json"), "--by", "lab-a")
+        ok("org", "register", org)
+    files = []
+    for org, part in zip(ORGS, PARTS, strict=True):
+        f = tmp / f"{org}.csv"
+        df = pd.read_csv(perovskite_dir / part, usecols=["formula", "e_form"]).head(80)
+        df.to_csv(f, index=False)
+        files.append(f)
+    header = tmp / "header.csv"
+    header.write_text("formula,e_form\n")
+    cfg = tmp / "task.toml"
+    cfg.write_text(
+        "[data]\nfeaturize = 'magpie'\n[model]\nhidden = 8\n"
+        "[training]\nrounds = 3\nlocal_steps = 2\n[run]\nseeds = [0]\n"
+    )
+    out = ok(
+        "task", "create", str(cfg), "--by", "lab-a", "--participants", ",".join(ORGS),
+        "--schema-from", str(header), "--algorithm", "fedavg",
+    )  # fmt: skip
+    tid = next(w for w in out.split() if w.startswith("0x"))
+    assert "132 features" in out
+    for org, f in zip(ORGS, files, strict=True):
+        assert "80 rows" in ok("task", "join", tid, "--org", org, "--data", str(f))
+    yield tid, ok, tmp
+    mp.undo()
+
+
+def test_formula_only_task_runs_locally_and_pins_the_featurizer(task):
+    tid, ok, tmp = task
+    out = ok("task", "run-local", tid)
+    assert "finished; final model" in out
+    assert "PASS: 3 of 3 rounds" in ok("verify", tid, "--org", "lab-b")
+    ok("model", "fetch", tid, "--out", str(tmp / "model"))
+    card = json.loads((tmp / "model" / "model_card.json").read_text())
+    from matswarm.data.featurize import featurizer_spec
+
+    assert card["featurizer"] == featurizer_spec().as_dict() | {
+        "formula_column": "formula",
+        "skip_invalid": False,
+    }
+    assert len(card["features"]) == 132 and card["features"][0].startswith("MagpieData")
+
+
+def test_bad_formula_on_join_names_file_row_and_value(task):
+    tid, _, tmp = task
+    bad = tmp / "bad.csv"
+    bad.write_text("formula,e_form\nNaCl,-1.0\nSrTiO3,-2.0\nXyTiO3,-1.5\n")
+    res = runner.invoke(app, ["task", "join", tid, "--org", "lab-a", "--data", str(bad)])
+    assert res.exit_code == 2, res.output
+    assert str(bad) in res.output and "data row 3" in res.output and "'XyTiO3'" in res.output
+
+
+_CELLS = st.one_of(
+    st.sampled_from(
+        ["NaCl", "SrTiO3", "XyO3", "fe2o3", "He", "", "nan", "inf", "-1.5", "1,5", '"', "Ca(OH)2"]
+    ),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=5),
+)
+_HEADERS = st.lists(
+    st.sampled_from(["formula", "e_form", "composition", "x", "formula", ""]), min_size=1,
+    max_size=4,
+)  # fmt: skip
+
+
+@st.composite
+def malformed_tables(draw) -> bytes:
+    """Malformed "CSV" bytes: random bytes, or a header and ragged rows of odd cells, with a
+    random delimiter and encoding."""
+    if draw(st.booleans()) and draw(st.booleans()):
+        return draw(st.binary(max_size=300))
+    sep = draw(st.sampled_from([",", ";", "\t", "|"]))
+    header = draw(_HEADERS)
+    rows = draw(st.lists(st.lists(_CELLS, min_size=0, max_size=5), max_size=6))
+    text = "\n".join([sep.join(header), *(sep.join(r) for r in rows)]) + "\n"
+    enc = draw(st.sampled_from(["utf-8", "latin-1", "utf-16", "utf-8-sig"]))
+    return text.encode(enc, errors="replace")
+
+
+def _no_traceback(res) -> None:
+    assert res.exception is None or isinstance(res.exception, SystemExit), (
+        f"{type(res.exception).__name__}: {res.exception}\n{res.output}"
+    )
+    assert res.exit_code in (0, 2) and "Traceback" not in res.output
+    if res.exit_code == 2:
+        assert sum(ln.startswith("error:") for ln in res.output.splitlines()) == 1, res.output
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(content=malformed_tables())
+def test_fuzz_join_and_featurize_never_traceback(task, tmp_path, content):
+    tid, _, _ = task
+    f = tmp_path / "fuzz.csv"
+    f.write_bytes(content)
+    _no_traceback(runner.invoke(app, ["task", "join", tid, "--org", "lab-c", "--data", str(f)]))
+    for extra in ([], ["--skip-invalid"]):
+        res = runner.invoke(app, ["featurize", str(f), "--out", str(tmp_path / "o.csv"), *extra])
+        _no_traceback(res)
