@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 pytest.importorskip(
     "matminer", reason='the materials extra is not installed (pip install -e ".[materials]")'
 )
+
+from tests.data.malformed import malformed_tables
 
 from matswarm.cli.main import app
 
@@ -167,3 +171,28 @@ def test_latin1_and_semicolon_csvs_just_work(tmp_path, perovskite_dir, kind):
     assert ("not UTF-8" in res.output) == (kind == "latin1")
     res = runner.invoke(app, ["run", str(config(tmp_path, train, test))])
     assert res.exit_code == 0, res.output
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(content=malformed_tables(), featurized=st.booleans())
+def test_fuzz_run_never_tracebacks(tmp_path_factory, perovskite_dir, content, featurized):
+    tmp = tmp_path_factory.mktemp("fuzz-run")
+    *train, test = formula_tables(perovskite_dir, tmp, rows=20)
+    if not featurized:  # tables that already hold a numeric feature
+        for f in (*train, test):
+            df = pd.read_csv(f)
+            df.insert(1, "x", range(len(df)))
+            df.to_csv(f, index=False)
+    train[0].write_bytes(content)
+    cfg = config(tmp, train, test)
+    if not featurized:
+        cfg.write_text(cfg.read_text().replace("featurize = 'magpie'\n", ""))
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exception is None or isinstance(res.exception, SystemExit), (
+        f"{type(res.exception).__name__}: {res.exception}\n{res.output}"
+    )
+    assert res.exit_code in (0, 2) and "Traceback" not in res.output
+    if res.exit_code == 2:
+        one_error_line(res, str(train[0]))

@@ -9,12 +9,13 @@ import json
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 pytest.importorskip(
     "matminer", reason='the materials extra is not installed (pip install -e ".[materials]")'
 )
+
+from tests.data.malformed import malformed_tables
 
 from matswarm.cli.main import app
 
@@ -91,33 +92,6 @@ def test_bad_formula_on_join_names_file_row_and_value(task):
     res = runner.invoke(app, ["task", "join", tid, "--org", "lab-a", "--data", str(bad)])
     assert res.exit_code == 2, res.output
     assert str(bad) in res.output and "data row 3" in res.output and "'XyTiO3'" in res.output
-
-
-_CELLS = st.one_of(
-    st.sampled_from(
-        ["NaCl", "SrTiO3", "XyO3", "fe2o3", "He", "", "nan", "inf", "-1.5", "1,5", '"', "Ca(OH)2"]
-    ),
-    st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.text(max_size=5),
-)
-_HEADERS = st.lists(
-    st.sampled_from(["formula", "e_form", "composition", "x", "formula", ""]), min_size=1,
-    max_size=4,
-)  # fmt: skip
-
-
-@st.composite
-def malformed_tables(draw) -> bytes:
-    """Malformed "CSV" bytes: random bytes, or a header and ragged rows of odd cells, with a
-    random delimiter and encoding."""
-    if draw(st.booleans()) and draw(st.booleans()):
-        return draw(st.binary(max_size=300))
-    sep = draw(st.sampled_from([",", ";", "\t", "|"]))
-    header = draw(_HEADERS)
-    rows = draw(st.lists(st.lists(_CELLS, min_size=0, max_size=5), max_size=6))
-    text = "\n".join([sep.join(header), *(sep.join(r) for r in rows)]) + "\n"
-    enc = draw(st.sampled_from(["utf-8", "latin-1", "utf-16", "utf-8-sig"]))
-    return text.encode(enc, errors="replace")
 
 
 def _no_traceback(res) -> None:
