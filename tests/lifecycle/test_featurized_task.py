@@ -16,6 +16,7 @@ pytest.importorskip(
 )
 
 from tests.data.malformed import malformed_tables
+from tests.lifecycle.helpers import found_consortium
 
 from matswarm.cli.main import app
 
@@ -33,17 +34,7 @@ def task(tmp_path_factory, perovskite_dir):
     mp.setenv("MATSWARM_PASSPHRASE", "test-only-passphrase")
     mp.setenv("MATSWARM_FEATURE_CACHE", str(tmp_path_factory.getbasetemp() / "fcache"))
 
-    def ok(*args):
-        res = runner.invoke(app, list(args))
-        assert res.exit_code == 0, res.output
-        return res.output
-
-    for org in ORGS:
-        ok("org", "init", org)
-    ok("org", "register", "lab-a")
-    for org in ORGS[1:]:
-        ok("org", "admit", str(tmp / "home" / "orgs" / f"{org}.pub.json"), "--by", "lab-a")
-        ok("org", "register", org)
+    ok = found_consortium(tmp / "home", ORGS)
     files = []
     for org, part in zip(ORGS, PARTS, strict=True):
         f = tmp / f"{org}.csv"

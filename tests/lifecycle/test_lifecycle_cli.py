@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.lifecycle.helpers import found_consortium
 from typer.testing import CliRunner
 
 from matswarm.cli.main import app
@@ -27,17 +28,7 @@ def consortium(tmp_path, monkeypatch):
     monkeypatch.setenv("MATSWARM_HOME", str(home))
     monkeypatch.setenv("MATSWARM_PASSPHRASE", "test-only-passphrase")
 
-    def ok(*args):
-        res = runner.invoke(app, list(args))
-        assert res.exit_code == 0, res.output
-        return res.output
-
-    for org in ORGS:
-        ok("org", "init", org)
-    ok("org", "register", "lab-a")
-    for org in ORGS[1:]:
-        ok("org", "admit", str(home / "orgs" / f"{org}.pub.json"), "--by", "lab-a")
-        ok("org", "register", org)
+    ok = found_consortium(home, ORGS)
     tables, _ = synthetic.make_tables(n_rows=240, n_features=10, n_orgs=3, seed=2)
     files = []
     for i, org in enumerate(ORGS):
