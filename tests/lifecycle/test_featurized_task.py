@@ -106,3 +106,27 @@ def test_fuzz_join_and_featurize_never_traceback(task, tmp_path, content):
     for extra in ([], ["--skip-invalid"]):
         res = runner.invoke(app, ["featurize", str(f), "--out", str(tmp_path / "o.csv"), *extra])
         _no_traceback(res)
+
+
+def test_classification_task_runs_locally_and_verifies(task):
+    _, ok, tmp = task
+    cfg = tmp / "cls.toml"
+    cfg.write_text(
+        "[data]\nfeaturize = 'magpie'\ntask = 'classification'\nthreshold = -0.5\n"
+        "positive = 'below'\n[model]\nname = 'lasso'\n"
+        "[training]\nrounds = 2\nlocal_steps = 2\n[run]\nseeds = [0]\n"
+    )
+    out = ok(
+        "task", "create", str(cfg), "--by", "lab-a", "--participants", ",".join(ORGS),
+        "--schema-from", str(tmp / "header.csv"), "--algorithm", "fedavg",
+    )  # fmt: skip
+    tid = next(w for w in out.split() if w.startswith("0x"))
+    for org in ORGS:
+        ok("task", "join", tid, "--org", org, "--data", str(tmp / f"{org}.csv"))
+    ok("task", "run-local", tid)
+    assert "PASS: 2 of 2 rounds" in ok("verify", tid, "--org", "lab-c")
+    ok("model", "fetch", tid, "--out", str(tmp / "cls-model"))
+    card = json.loads((tmp / "cls-model" / "model_card.json").read_text())
+    assert card["task"] == tid
+    assert card["classification"] == {"threshold": -0.5, "positive": "below"}
+    assert (card["scaler"]["y_mean"], card["scaler"]["y_scale"]) == (0.0, 1.0)

@@ -233,7 +233,7 @@ def finish_task(
         # What `matswarm predict` needs to prepare a new table the way the orgs did.
         **({"featurizer": spec.featurizer} if spec.featurizer else {}),
         **(
-            {k: spec.schema[k] for k in ("task", "threshold", "positive")}
+            {"classification": {k: spec.schema[k] for k in ("threshold", "positive")}}
             if spec.schema.get("task") == "classification"
             else {}
         ),
