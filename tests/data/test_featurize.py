@@ -115,3 +115,17 @@ def test_spec_is_pinned_and_a_different_version_is_refused():
         check_same_featurizer(other)
     with pytest.raises(DataError, match=r"requires featuriser"):
         prepare_table(df, "t.csv", other)
+
+
+def test_without_the_materials_extra_the_error_says_what_to_install(monkeypatch):
+    import sys
+
+    from matswarm.data import featurize as fz
+
+    monkeypatch.setitem(sys.modules, "matminer", None)  # import matminer -> ImportError
+    fz._element_property.cache_clear()
+    try:
+        with pytest.raises(fz.FeaturizerUnavailable, match=r'pip install -e "\.\[materials\]"'):
+            featurize(pd.DataFrame({"formula": ["NaCl"]}))
+    finally:
+        fz._element_property.cache_clear()
