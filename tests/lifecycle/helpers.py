@@ -1,8 +1,10 @@
-"""A matswarm home with three registered orgs and a task they all joined, through the CLI
-(shared by the lifecycle and the contribution tests)."""
+"""Driving the lifecycle CLI in tests: a command that must succeed, a founded consortium, and a
+home with three registered orgs and a task they all joined (shared by the lifecycle, the
+featurisation and the contribution tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -18,6 +20,25 @@ DEFAULT_CONFIG = (
 )
 
 
+def ok(*args: str) -> str:
+    """Run ``matswarm ARGS``; it must exit 0. Returns its output."""
+    res = runner.invoke(app, list(args))
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def found_consortium(home: Path, orgs: Sequence[str]) -> Callable[..., str]:
+    """``orgs`` initialised, the first founding the consortium and admitting the others, all
+    registered (MATSWARM_HOME and the passphrase must be set). Returns :func:`ok`."""
+    for org in orgs:
+        ok("org", "init", org)
+    ok("org", "register", orgs[0])
+    for org in orgs[1:]:
+        ok("org", "admit", str(home / "orgs" / f"{org}.pub.json"), "--by", orgs[0])
+        ok("org", "register", org)
+    return ok
+
+
 def home_with_task(
     tmp_path: Path,
     monkeypatch,
@@ -31,18 +52,7 @@ def home_with_task(
     home = tmp_path / "home"
     monkeypatch.setenv("MATSWARM_HOME", str(home))
     monkeypatch.setenv("MATSWARM_PASSPHRASE", "test-only-passphrase")
-
-    def ok(*args):
-        res = runner.invoke(app, list(args))
-        assert res.exit_code == 0, res.output
-        return res.output
-
-    for org in ORGS:
-        ok("org", "init", org)
-    ok("org", "register", "lab-a")
-    for org in ORGS[1:]:
-        ok("org", "admit", str(home / "orgs" / f"{org}.pub.json"), "--by", "lab-a")
-        ok("org", "register", org)
+    found_consortium(home, ORGS)
     tables, _ = synthetic.make_tables(
         n_rows=240, n_features=10, n_orgs=3, label_shift=label_shift, seed=2
     )

@@ -165,6 +165,7 @@ class Baseline(Algorithm):
                 batch_size=self.batch_size,
                 rng=rng,
                 optimizer=opt,
+                task=data.task,
             )
         return model.get_flat()
 
@@ -219,6 +220,7 @@ class FederatedAlgorithm(Algorithm):
             rng=rng,
             extra=self.extra_loss(start_params, data, ring_in),
             optimizer=optimizer,
+            task=data.task,
         )
         ring_out = self.ring_message(model, data) if self.ring else None
         return LocalResult(data.name, model.get_flat(), data.n, stats.mean_loss, ring_out)

@@ -39,7 +39,10 @@ class Joint(Baseline):
         self, orgs: Sequence[StandardizedOrg], model: RegressionModel, seed: int
     ) -> dict[str, np.ndarray]:
         pooled = StandardizedOrg(
-            "joint", np.concatenate([o.X for o in orgs]), np.concatenate([o.y for o in orgs])
+            "joint",
+            np.concatenate([o.X for o in orgs]),
+            np.concatenate([o.y for o in orgs]),
+            orgs[0].task,
         )
         steps = self.local_steps * len(orgs)
         return {

@@ -79,6 +79,7 @@ class FedAvg(FederatedAlgorithm):
             batch_size=self.batch_size,
             rng=rng,
             extra=self.extra_loss(start_params, data, ring_in),
+            task=data.task,
         )
         return LocalResult(data.name, start_params.copy(), data.n, loss, gradient=grad)
 

@@ -1,6 +1,8 @@
 """The one local-training loop every algorithm shares.
 
-Minibatch Adam on the mean squared error in standardised units, plus the model's own penalty
+Minibatch Adam on the task loss (mean squared error in standardised units for regression;
+binary cross-entropy on the model's output read as a logit for classification, i.e. logistic
+regression for the linear model), plus the model's own penalty
 (Lasso's L1) and an optional algorithm-specific term computed from the batch representation
 ``u(x)`` and the parameters (FedProx's proximal term, MatSwarm's alignment + norm terms).
 """
@@ -17,6 +19,8 @@ from matswarm.models.base import RegressionModel
 
 ExtraLoss = Callable[[RegressionModel, torch.Tensor], torch.Tensor]
 """``extra(model, u_batch) -> scalar`` added to the batch loss."""
+
+TASKS = ("regression", "classification")
 
 
 def adam(model: RegressionModel, lr: float) -> torch.optim.Adam:
@@ -44,6 +48,7 @@ def train_local(
     rng: np.random.Generator,
     extra: ExtraLoss | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    task: str = "regression",
 ) -> TrainStats:
     """Run ``steps`` Adam steps on minibatches of ``(X, y)`` (float32, standardised).
 
@@ -61,7 +66,7 @@ def train_local(
     model.train()
     total, last_mse = 0.0, float("nan")
     for xb, yb in _minibatches(X, y, steps, batch_size, rng):
-        loss, mse = _batch_loss(model, xb, yb, extra)
+        loss, mse = _batch_loss(model, xb, yb, extra, task)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -79,6 +84,7 @@ def local_gradient(
     batch_size: int,
     rng: np.random.Generator,
     extra: ExtraLoss | None = None,
+    task: str = "regression",
 ) -> tuple[np.ndarray, float]:
     """Gradient of the local objective at the model's current parameters, averaged over
     ``steps`` minibatches drawn like :func:`train_local` draws them; the model is not changed.
@@ -95,7 +101,7 @@ def local_gradient(
     model.train()
     total = 0.0
     for xb, yb in _minibatches(X, y, steps, batch_size, rng):
-        loss, _ = _batch_loss(model, xb, yb, extra)
+        loss, _ = _batch_loss(model, xb, yb, extra, task)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for a, g in zip(acc, grads, strict=True):
             if g is not None:
@@ -125,12 +131,22 @@ def _minibatches(
 
 
 def _batch_loss(
-    model: RegressionModel, xb: torch.Tensor, yb: torch.Tensor, extra: ExtraLoss | None
+    model: RegressionModel,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    extra: ExtraLoss | None,
+    task: str = "regression",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loss, mse)`` of one batch: MSE + the model's penalty + the algorithm's term."""
+    """``(loss, task loss)`` of one batch: the task loss (MSE, or binary cross-entropy with
+    the output as logit and 0/1 labels) + the model's penalty + the algorithm's term."""
     u = model.represent(xb)
     pred = model.head(u).squeeze(-1)
-    mse = torch.mean((pred - yb) ** 2)
+    if task == "classification":
+        mse = torch.nn.functional.binary_cross_entropy_with_logits(pred, yb)
+    elif task == "regression":
+        mse = torch.mean((pred - yb) ** 2)
+    else:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     loss = mse + model.penalty()
     if extra is not None:
         loss = loss + extra(model, u)

@@ -238,13 +238,25 @@ def task_create(
         if not getattr(algo, "federated", False):
             fail(f"{algorithm!r} is not a federated algorithm")
         cd = cfg.data
+        featurizer = None
+        schema_table = read_table(schema_from)
+        if cd.get("featurize"):  # every org featurises locally with exactly this featuriser
+            from matswarm.data.featurize import prepare_table, task_featurizer
+
+            featurizer = task_featurizer(
+                cd["featurize"], cd.get("formula_column", "formula"), cd.get("skip_invalid", False)
+            )
+            schema_table = prepare_table(schema_table, str(schema_from), featurizer)
         schema = TaskSchema.infer(
-            read_table(schema_from),
+            schema_table,
             cd["target"],
             unit=cd["unit"],
             categorical=cd["categorical"],
             exclude=cd["exclude"],
             source=str(schema_from),
+            task=cd.get("task", "regression"),
+            threshold=cd.get("threshold"),
+            positive=cd.get("positive", "above"),
         )
         seed = cfg.seeds[0]
         initial = cfg.model.build(schema.n_features, seed).get_flat()
@@ -260,6 +272,7 @@ def task_create(
             encrypt_updates=encrypt,
             round_duration_s=deadline,
             contribution=None if cfg.contribution is None else cfg.contribution.to_dict(),
+            featurizer=featurizer,
         )
         issuer = h.identity(by, _passphrase(by))
         if by not in names:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from matswarm.cli import deploy, lifecycle
+from matswarm.cli import deploy, lifecycle, materials
 from matswarm.cli._output import console, fail
 from matswarm.data import DataError
 from matswarm.experiments.compare import Report, load_data, run_comparison
@@ -30,6 +30,7 @@ app.add_typer(experiment_app, name="experiment")
 deploy.register(app)  # node / coordinator / task: across machines on Flower
 lifecycle.register(app, deploy.task_app)  # org / ledger / model / verify / task create|join|…
 app.command("dashboard")(dashboard)  # read-only web dashboard (web extra)
+materials.register(app)  # featurize
 
 
 
@@ -89,6 +90,8 @@ def print_trust(report: Report) -> None:
 
 
 def print_report(report: Report, title: str) -> None:
+    if report.task == "classification":
+        return materials.print_classification_report(report, title)
     unit = report.unit
     models = sorted({r.model for r in report.rows})
     seeds = sorted({r.n_seeds for r in report.rows})
@@ -191,14 +194,18 @@ def run(
         cfg = ExperimentConfig.from_toml(config)
         if output is not None:
             cfg.output = str(output)
-        dataset, _ = load_data(cfg)
+        with materials.data_notes():
+            dataset, _ = load_data(cfg)
     except (ConfigError, DataError) as exc:
         fail(str(exc))
     console.print(
         f"Data: {dataset.description}; {len(dataset.orgs)} orgs; "
         f"model {cfg.model.name}; rule {cfg.make_rule().describe()}"
     )
-    report = run_with_progress(cfg, dataset, None, config.stem)
+    try:
+        report = run_with_progress(cfg, dataset, None, config.stem)
+    except (ConfigError, DataError, ValueError) as exc:  # e.g. a rule needing more orgs
+        fail(str(exc))
     print_report(report, f"matswarm run {config.name}")
     from matswarm.cli._contrib import run_contributions_table
 

@@ -57,11 +57,15 @@ class OrgTable:
 
 @dataclass(frozen=True)
 class StandardizedOrg:
-    """What local training sees: float32 standardised arrays of one organisation."""
+    """What local training sees: float32 standardised arrays of one organisation.
+
+    For a ``classification`` task ``y`` holds the 0/1 labels unscaled.
+    """
 
     name: str
     X: np.ndarray
     y: np.ndarray
+    task: str = "regression"
 
     @property
     def n(self) -> int:
@@ -93,6 +97,8 @@ class FederatedDataset:
                 )
         # Scaling statistics: per-org sums, combined; each org only uses the features it holds.
         self.standardizer = Standardizer.federated((o.X, o.y) for o in self.orgs)
+        if self.schema.task == "classification":
+            self.standardizer = self.standardizer.with_identity_y()
 
     @property
     def org_names(self) -> list[str]:
@@ -102,7 +108,7 @@ class FederatedDataset:
         X = self.standardizer.transform_x(org.X)
         if org.feature_mask is not None:
             X[:, ~org.feature_mask] = 0.0
-        return StandardizedOrg(org.name, X, self.standardizer.transform_y(org.y))
+        return StandardizedOrg(org.name, X, self.standardizer.transform_y(org.y), self.schema.task)
 
     def standardized_orgs(self) -> list[StandardizedOrg]:
         return [self.standardized(o) for o in self.orgs]
@@ -163,19 +169,31 @@ def build_dataset(
     exclude: Sequence[str] = (),
     schema: TaskSchema | None = None,
     description: str = "",
+    task: str = "regression",
+    threshold: float | None = None,
+    positive: str = "above",
 ) -> FederatedDataset:
     """Validate and encode each org's table under one schema.
 
     ``org_tables`` maps org name to ``(table, source)`` where ``source`` names the file for error
     messages. Without an explicit ``schema`` one is inferred from each org and they must agree:
     a column present in one org's schema but not another's is an error that names both.
+    ``task``/``threshold``/``positive`` define a classification task (see :class:`TaskSchema`).
     """
     if not org_tables:
         raise DataError("no organisation tables given")
     if schema is None:
         inferred = {
             name: TaskSchema.infer(
-                table, target, unit=unit, categorical=categorical, exclude=exclude, source=src
+                table,
+                target,
+                unit=unit,
+                categorical=categorical,
+                exclude=exclude,
+                source=src,
+                task=task,
+                threshold=threshold,
+                positive=positive,
             )
             for name, (table, src) in org_tables.items()
         }

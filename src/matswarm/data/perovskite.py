@@ -151,13 +151,17 @@ def resolve(
     )
 
 
-def load(directory: str | Path, **schema_options) -> FederatedDataset:
-    """The paper split: org1..org3 are ``train_part0..2`` (disjoint label ranges) + the test set."""
+def load(directory: str | Path, target: str = TARGET, **schema_options) -> FederatedDataset:
+    """The paper split: org1..org3 are ``train_part0..2`` (disjoint label ranges) + the test set.
+
+    ``target`` is ``e_form`` (the paper's) unless another property column is named (e.g.
+    ``bandgap`` for a metal / non-metal classification)."""
     d = Path(directory)
     orgs = {
         f"org{i + 1}": (read_table(d / name), str(d / name)) for i, name in enumerate(TRAIN_FILES)
     }
     test = (read_table(d / TEST_FILE), str(d / TEST_FILE))
+    schema_options.setdefault("unit", UNIT if target == TARGET else "")
     return build_dataset(
-        orgs, TARGET, test=test, unit=UNIT, description="perovskite (paper split)", **schema_options
+        orgs, target, test=test, description="perovskite (paper split)", **schema_options
     )

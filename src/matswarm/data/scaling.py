@@ -87,6 +87,10 @@ class Standardizer:
             ys.append(MomentStats.of(y))
         return cls.from_stats(MomentStats.combine(xs), MomentStats.combine(ys))
 
+    def with_identity_y(self) -> Standardizer:
+        """The same feature scaling, targets left as they are (0/1 class labels)."""
+        return Standardizer(self.x_mean, self.x_scale, 0.0, 1.0)
+
     def transform_x(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.x_mean) / self.x_scale).astype(np.float32)
 

@@ -15,6 +15,13 @@ Column rule (applied by :meth:`TaskSchema.infer`, and documented in the README):
 * columns listed in ``exclude`` are dropped whatever their type (e.g. other target properties
   that would leak the label).
 
+Classification (``task="classification"``): the target column holds 0/1 (or true/false)
+labels, or with a ``threshold`` it is a numeric column turned into labels: class 1 is
+``target > threshold`` (``positive="above"``, e.g. band gap > 0: non-metal) or
+``target <= threshold`` (``positive="below"``, e.g. energy above hull <= 0.05: stable). These
+three settings are part of the schema (and so of the task spec hash) only for classification,
+so a regression schema's digest is what it always was.
+
 On the perovskite data (154 columns: target ``e_form``; non-numeric ``formula``, ``atom a``,
 ``atom b``, ``composition``, ``composition_oxid``, ``lowest distortion``) the default rule keeps
 the paper's 147 numeric descriptors.
@@ -34,6 +41,8 @@ import pandas as pd
 from matswarm.data.errors import DataError
 
 CategoricalPolicy = Literal["drop", "onehot"]
+TASKS = ("regression", "classification")
+POSITIVE = ("above", "below")
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,16 @@ class TaskSchema:
     unit: str = "eV/atom"
     identifiers: tuple[str, ...] = ()
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    task: str = "regression"
+    threshold: float | None = None
+    positive: str = "above"
+
+    def __post_init__(self) -> None:
+        check_task(self.task, self.threshold, self.positive)
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task == "classification"
 
     @property
     def n_features(self) -> int:
@@ -74,10 +93,14 @@ class TaskSchema:
         max_categories: int = 10,
         exclude: Iterable[str] = (),
         source: str = "<table>",
+        task: str = "regression",
+        threshold: float | None = None,
+        positive: str = "above",
     ) -> TaskSchema:
         """Derive a schema from one representative table using the module's column rule."""
         if categorical not in ("drop", "onehot"):
             raise ValueError(f"categorical must be 'drop' or 'onehot', not {categorical!r}")
+        check_task(task, threshold, positive)
         check_unique_columns(table.columns, source)
         if target not in table.columns:
             raise DataError(
@@ -119,6 +142,9 @@ class TaskSchema:
             unit=unit,
             identifiers=tuple(identifiers),
             categories=categories,
+            task=task,
+            threshold=None if threshold is None else float(threshold),
+            positive=positive,
         )
 
     # -- encoding -----------------------------------------------------------------------------
@@ -138,7 +164,11 @@ class TaskSchema:
         if require_target or self.target in table.columns:
             if self.target not in table.columns:
                 raise DataError("target column is missing", source=source, column=self.target)
-            y = _numeric_column(table[self.target], source, self.target)
+            y = (
+                self.labels(table[self.target], source)
+                if self.is_classification
+                else _numeric_column(table[self.target], source, self.target)
+            )
         needed = list(self.numeric_columns) + list(self.categories)
         missing = [c for c in needed if c not in table.columns]
         if missing:
@@ -167,15 +197,43 @@ class TaskSchema:
         X = np.stack(blocks, axis=1) if blocks else np.empty((len(table), 0))
         return X, y
 
+    def labels(self, series: pd.Series, source: str) -> np.ndarray:
+        """0/1 float64 class labels of a classification target column."""
+        col = self.target
+        if self.threshold is not None:
+            values = _numeric_column(series, source, col)
+            above = values > self.threshold
+            return (above if self.positive == "above" else ~above).astype(np.float64)
+        if pd.api.types.is_bool_dtype(series):
+            return series.to_numpy(dtype=np.float64)
+        if series.isna().any():
+            row = int(np.flatnonzero(series.isna().to_numpy())[0])
+            raise DataError(f"missing class label at data row {row + 1}", source=source, column=col)
+        text = series.astype(str).str.strip().str.lower()
+        mapped = text.map({"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0, "false": 0.0, "true": 1.0})
+        if mapped.isna().any():
+            row = int(np.flatnonzero(mapped.isna().to_numpy())[0])
+            raise DataError(
+                f"class label {series.iloc[row]!r} at data row {row + 1} is not 0/1 or "
+                "true/false; give a threshold ([data] threshold) to turn a numeric column "
+                "into classes",
+                source=source,
+                column=col,
+            )
+        return mapped.to_numpy(dtype=np.float64)
+
     # -- persistence ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        d = {
             "target": self.target,
             "unit": self.unit,
             "features": list(self.features),
             "identifiers": list(self.identifiers),
             "categories": {k: list(v) for k, v in self.categories.items()},
         }
+        if self.is_classification:
+            d |= {"task": self.task, "threshold": self.threshold, "positive": self.positive}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TaskSchema:
@@ -185,12 +243,28 @@ class TaskSchema:
             features=tuple(d["features"]),
             identifiers=tuple(d.get("identifiers", ())),
             categories={k: tuple(v) for k, v in d.get("categories", {}).items()},
+            task=d.get("task", "regression"),
+            threshold=d.get("threshold"),
+            positive=d.get("positive", "above"),
         )
 
     def digest(self) -> str:
         """sha256 of the canonical JSON form: what a task spec commits to."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def check_task(task: str, threshold: float | None, positive: str) -> None:
+    """Validate the classification settings (names the argument that is wrong)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if positive not in POSITIVE:
+        raise ValueError(f"positive must be one of {', '.join(POSITIVE)}, got {positive!r}")
+    if threshold is not None:
+        if task != "classification":
+            raise ValueError("threshold applies only to task = 'classification'")
+        if isinstance(threshold, bool) or not np.isfinite(float(threshold)):
+            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
 
 
 def check_unique_columns(columns: Sequence[str] | pd.Index, source: str) -> None:

@@ -1,4 +1,5 @@
-"""Regression metrics in the target's own unit."""
+"""Regression metrics in the target's own unit; classification tasks are evaluated with
+:mod:`matswarm.evaluation.classification`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from matswarm.data.federated import FederatedDataset
+from matswarm.evaluation.classification import (
+    ClassificationMetrics,
+    classification_metrics,
+    sigmoid,
+)
 from matswarm.models import ModelSpec
 
 
@@ -45,16 +51,29 @@ class Evaluator:
         self.y_true = dataset.test.y
         self.model = model_spec.build(dataset.schema.n_features, 0)
 
-    def predict(self, params: np.ndarray) -> np.ndarray:
-        """Predictions in the target's unit."""
-        self.model.set_flat(params)
-        return self.dataset.standardizer.inverse_y(self.model.predict(self.test.X))
+    @property
+    def classification(self) -> bool:
+        return self.dataset.schema.is_classification
 
-    def evaluate(self, params: np.ndarray) -> Metrics:
+    def predict(self, params: np.ndarray) -> np.ndarray:
+        """Predictions in the target's unit (classification: the probability of class 1)."""
+        self.model.set_flat(params)
+        out = self.model.predict(self.test.X)
+        if self.classification:
+            return sigmoid(out)
+        return self.dataset.standardizer.inverse_y(out)
+
+    def evaluate(self, params: np.ndarray) -> Metrics | ClassificationMetrics:
+        if self.classification:
+            return classification_metrics(self.y_true, self.predict(params))
         return regression_metrics(self.y_true, self.predict(params))
 
-    def dummy(self) -> Metrics:
+    def dummy(self) -> Metrics | ClassificationMetrics:
         """Predict the consortium's training mean everywhere (its MAE is the mean absolute
-        deviation, MAD): any model must beat this."""
+        deviation, MAD): any model must beat this. For classification the training mean is the
+        positive rate: the majority class, with that rate as its probability."""
         pred = np.full_like(self.y_true, self.dataset.standardizer.y_mean)
+        if self.classification:
+            rate = float(np.mean(np.concatenate([o.y for o in self.dataset.orgs])))
+            return classification_metrics(self.y_true, np.full_like(self.y_true, rate))
         return regression_metrics(self.y_true, pred)

@@ -61,3 +61,28 @@ def curves_plot(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def confusion_plot(
+    y_true: np.ndarray, probabilities: Mapping[str, np.ndarray], path: Path, title: str
+) -> Path:
+    """One 2x2 confusion matrix (counts, threshold 0.5) per model, true class in rows."""
+    from matswarm.evaluation.classification import confusion
+
+    n = len(probabilities)
+    fig, axes = plt.subplots(1, n, figsize=(2.9 * n, 3.1), squeeze=False)
+    for ax, (name, prob) in zip(axes[0], probabilities.items(), strict=True):
+        cm = confusion(y_true, prob)
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
+        for (i, j), v in np.ndenumerate(cm):
+            color = "white" if v > cm.max() / 2 else "black"
+            ax.text(j, i, str(int(v)), ha="center", va="center", color=color, fontsize=10)
+        acc = float(np.trace(cm)) / max(int(cm.sum()), 1)
+        ax.set_title(f"{name}\naccuracy {acc:.3f}", fontsize=9)
+        ax.set_xticks([0, 1], ["pred 0", "pred 1"], fontsize=8)
+        ax.set_yticks([0, 1], ["true 0", "true 1"], fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -4,10 +4,14 @@ Output folder (stable layout, documented in the README):
 
 * ``results.json``: ``{"units": ..., "rows": [{"method", "model", "org", "mse_mean", "mse_std",
   "rmse_mean", "mae_mean", "r2_mean", "n_seeds"}, ...], "dummy": {...}, "config": {...},
-  "provenance": {...}, "per_seed": [...], "plots": [...]}``
+  "provenance": {...}, "per_seed": [...], "plots": [...]}``; a classification task
+  (``"task": "classification"``) has rows ``{"method", "model", "org", "accuracy_mean",
+  "accuracy_std", "balanced_accuracy_mean", "f1_mean", "roc_auc_mean", "brier_mean",
+  "n_seeds"}``, ``dummy`` is the majority-class baseline and ``per_seed`` "mse" the Brier score;
 * ``results.csv``: the ``rows`` as a table;
-* ``parity.png`` (seed 0, global models) and ``rounds.png`` (test MSE of each federated global
-  model per round, mean over seeds, with Solo/Joint reference lines) and ``train_loss.png``.
+* ``parity.png`` (seed 0, global models; ``confusion.png`` for classification) and
+  ``rounds.png`` (test MSE of each federated global model per round, mean over seeds, with
+  Solo/Joint reference lines) and ``train_loss.png``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from matswarm.data import FederatedDataset, partition, perovskite, synthetic
 from matswarm.data.federated import build_dataset
 from matswarm.data.tables import read_table
 from matswarm.evaluation.metrics import Evaluator
-from matswarm.evaluation.plots import curves_plot, parity_plot
+from matswarm.evaluation.plots import confusion_plot, curves_plot, parity_plot
 from matswarm.experiments.config import ConfigError, ExperimentConfig
 from matswarm.experiments.runner import DISPLAY, SummaryRow, Unit, UnitResult, run_units, summarise
 from matswarm.protocol.consortium import SECURITY_NOTE, TrustSettings
@@ -45,10 +49,22 @@ def load_data(
     d = cfg.data
     notice = None
     source = d["source"]
+    task = data_task_options(cfg)
+    if d.get("featurize") and source != "files":
+        raise ConfigError(
+            f"{cfg.source}: [data] featurize applies to source = 'files' (the perovskite "
+            "tables already hold the Magpie descriptors)"
+        )
+    if task["task"] == "classification" and source == "synthetic":
+        raise ConfigError(f"{cfg.source}: [data] task = 'classification' needs source = files")
     if source == "perovskite":
         try:
             base = perovskite.load(
-                perovskite.resolve(d["path"]), exclude=d["exclude"], categorical=d["categorical"]
+                perovskite.resolve(d["path"]),
+                target=d["target"],
+                exclude=d["exclude"],
+                categorical=d["categorical"],
+                **task,
             )
         except perovskite.DatasetNotFound as exc:
             if not allow_synthetic_fallback:
@@ -67,15 +83,16 @@ def load_data(
     elif source == "files":
         if not d["train"] or not d["test"]:
             raise ConfigError(f"{cfg.source}: [data] source = 'files' needs train = [...] and test")
-        tables = {f"org{i + 1}": (read_table(p), p) for i, p in enumerate(d["train"])}
+        tables = {f"org{i + 1}": (read_org_table(cfg, p), p) for i, p in enumerate(d["train"])}
         base = build_dataset(
             tables,
             d["target"],
-            test=(read_table(d["test"]), d["test"]),
+            test=(read_org_table(cfg, d["test"]), d["test"]),
             unit=d["unit"],
             categorical=d["categorical"],
             exclude=d["exclude"],
             description=f"{len(tables)} file(s)",
+            **task,
         )
     else:
         raise ConfigError(f"{cfg.source}: [data] source must be perovskite, files or synthetic")
@@ -88,6 +105,40 @@ def load_data(
     return partition(base, split) if split.kind != "paper" else base, notice
 
 
+def data_task_options(cfg: ExperimentConfig) -> dict:
+    """The ``[data]`` classification settings as :func:`build_dataset` keywords."""
+    d = cfg.data
+    opts = {
+        "task": d.get("task", "regression"),
+        "threshold": d.get("threshold"),
+        "positive": d.get("positive", "above"),
+    }
+    from matswarm.data.schema import check_task
+
+    try:
+        check_task(opts["task"], opts["threshold"], opts["positive"])
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.source}: [data] {exc}") from None
+    return opts
+
+
+def read_org_table(cfg: ExperimentConfig, path: str):
+    """One organisation's table, featurised locally when ``[data] featurize`` is set."""
+    table = read_table(path)
+    preset = cfg.data.get("featurize")
+    if not preset:
+        return table
+    from matswarm.data.featurize import featurize
+
+    return featurize(
+        table,
+        formula_column=cfg.data.get("formula_column", "formula"),
+        preset=preset,
+        source=str(path),
+        skip_invalid=bool(cfg.data.get("skip_invalid", False)),
+    )
+
+
 @dataclass
 class Report:
     rows: list[SummaryRow]
@@ -98,6 +149,7 @@ class Report:
     seconds: float
     notice: str | None
     results: list[UnitResult]
+    task: str = "regression"
 
 
 def run_comparison(
@@ -140,7 +192,15 @@ def run_comparison(
     if plots:
         files += _plots(out, dataset, ev.y_true, results, rows)
     return Report(
-        rows, dummy, dataset.schema.unit, out, files, time.perf_counter() - t0, notice, results
+        rows,
+        dummy,
+        dataset.schema.unit,
+        out,
+        files,
+        time.perf_counter() - t0,
+        notice,
+        results,
+        dataset.schema.task,
     )
 
 
@@ -178,6 +238,7 @@ def _cpu_count() -> int:
 def _write_json(out, cfg, dataset, rows, dummy, results, seconds, notice) -> Path:
     doc = {
         "units": dataset.schema.unit,
+        "task": dataset.schema.task,
         "rows": [r.as_dict() for r in rows],
         "dummy": dummy,
         "notice": notice,
@@ -220,7 +281,8 @@ def trust_summary(results: list[UnitResult]) -> dict | None:
 def _write_csv(out: Path, rows: list[SummaryRow]) -> Path:
     path = out / "results.csv"
     with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(SummaryRow.__dataclass_fields__))
+        fields = type(rows[0]).__dataclass_fields__ if rows else SummaryRow.__dataclass_fields__
+        w = csv.DictWriter(fh, fieldnames=list(fields))
         w.writeheader()
         for r in rows:
             w.writerow(r.as_dict())
@@ -237,11 +299,22 @@ def _plots(out, dataset, y_true, results, rows) -> list[Path]:
         for k, p in r.predictions.items():
             label = DISPLAY.get(r.method, r.method)
             preds[label if k == "global" else f"{label}-{k}"] = p
-    files = [
-        parity_plot(
-            y_true, preds, unit, out / "parity.png", f"Parity on the test set (seed {first_seed})"
-        )
-    ]
+    if dataset.schema.is_classification:
+        files = [
+            confusion_plot(
+                y_true, preds, out / "confusion.png", f"Test-set confusion (seed {first_seed})"
+            )
+        ]
+    else:
+        files = [
+            parity_plot(
+                y_true,
+                preds,
+                unit,
+                out / "parity.png",
+                f"Parity on the test set (seed {first_seed})",
+            )
+        ]
     curves: dict[str, list[float]] = {}
     losses: dict[str, list[float]] = {}
     for method in dict.fromkeys(r.method for r in results):
@@ -258,16 +331,18 @@ def _plots(out, dataset, y_true, results, rows) -> list[Path]:
         ref = {
             f"{DISPLAY.get(r.method, r.method)}-{r.org}"
             if r.org != "global"
-            else DISPLAY.get(r.method, r.method): r.mse_mean
+            else DISPLAY.get(r.method, r.method): getattr(r, "mse_mean", None)
+            or getattr(r, "brier_mean", 0.0)
             for r in rows
             if r.method in ("joint", "solo")
         }
+        what = "Brier score" if dataset.schema.is_classification else "MSE"
         files.append(
             curves_plot(
                 curves,
                 out / "rounds.png",
-                "Global model test MSE per round",
-                f"test MSE ({unit})²",
+                f"Global model test {what} per round",
+                "test Brier score" if what != "MSE" else f"test MSE ({unit})²",
                 reference=ref,
             )
         )

@@ -53,6 +53,22 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "features": ((int,), 147, "synthetic: feature columns"),
         "label_shift": ((int, float), 1.0, "synthetic: per-org label shift"),
         "noise": ((int, float), 0.1, "synthetic: label noise std"),
+        "task": ((str,), "regression", "regression | classification (binary)"),
+        "threshold": (
+            (int, float),
+            None,
+            "classification: class 1 is target > threshold (positive = 'above') or "
+            "target <= threshold ('below'); unset: the target holds 0/1 labels",
+        ),
+        "positive": ((str,), "above", "classification: above | below (see threshold)"),
+        "featurize": (
+            (str,),
+            "",
+            "files: compute descriptors from a formula column: magpie (needs the "
+            "materials extra); '' = tables already hold descriptors",
+        ),
+        "formula_column": ((str,), "formula", "featurize: column with the chemical formulas"),
+        "skip_invalid": ((bool,), False, "featurize: drop rows with invalid formulas (listed)"),
     },
     "split": {
         "kind": ((str,), "paper", "paper | iid | label-quantile | dirichlet | quantity"),
@@ -234,7 +250,7 @@ class ExperimentConfig:
                         f"{', '.join(KEYS[section])}"
                     )
                 types = KEYS[section][key][0]
-                if isinstance(value, bool) or not isinstance(value, types):
+                if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
                     names = " or ".join(t.__name__ for t in types)
                     raise ConfigError(f"{source}: [{section}] {key} must be {names}, got {value!r}")
             sections[section] = dict(values)
@@ -328,3 +344,24 @@ class ExperimentConfig:
             raise ConfigError(f"{self.source}: {exc}") from None
         if self.jobs < 1:
             raise ConfigError(f"{self.source}: [run] jobs must be >= 1, got {self.jobs}")
+        self._validate_materials()
+
+    def _validate_materials(self) -> None:
+        """[data] featurize / task / threshold / positive (see matswarm.data.featurize, schema)."""
+        from matswarm.data.featurize import PRESETS
+        from matswarm.data.schema import check_task
+
+        preset = self.data.get("featurize")
+        if preset and preset not in PRESETS:
+            raise ConfigError(
+                f"{self.source}: [data] featurize must be one of {', '.join(PRESETS)} "
+                f"(or '' for none), got {preset!r}"
+            )
+        try:
+            check_task(
+                self.data.get("task", "regression"),
+                self.data.get("threshold"),
+                self.data.get("positive", "above"),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{self.source}: [data] {exc}") from None

@@ -272,7 +272,12 @@ class SummaryRow:
 
 
 def summarise(results: Sequence[UnitResult], model_name: str) -> list[SummaryRow]:
-    """Mean ± std over seeds per (method, org), in a stable order (methods as run, global first)."""
+    """Mean ± std over seeds per (method, org), in a stable order (methods as run, global first).
+    A classification run gets :class:`ClassificationSummaryRow` rows instead."""
+    from matswarm.experiments.classification import is_classification, summarise_classification
+
+    if is_classification(results):
+        return summarise_classification(results, model_name)  # type: ignore[return-value]
     groups: dict[tuple[str, str], list[Metrics]] = {}
     for r in results:
         for org, m in r.metrics.items():

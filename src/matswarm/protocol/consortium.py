@@ -249,7 +249,14 @@ def finish_task(
         },
         "final_model_vote": {**final_vote, **(vote_detail or {})},
         "security_note": SECURITY_NOTE,
-        **extra_card,
+        # What `matswarm predict` needs to prepare a new table the way the orgs did.
+        **({"featurizer": spec.featurizer} if spec.featurizer else {}),
+        **(
+            {"classification": {k: spec.schema[k] for k in ("threshold", "positive")}}
+            if spec.schema.get("task") == "classification"
+            else {}
+        ),
+        **(extra_card or {}),
     }
     if not final_vote["accepted"]:
         return None, card  # a rejected model is never archived as final

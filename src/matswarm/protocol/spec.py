@@ -4,8 +4,9 @@ A spec is canonical JSON; its sha256 is the ``spec_hash`` recorded on the ledger
 itself is kept in the artifact store, where its content id follows from that hash. It pins the
 model, algorithm, aggregation rule, participants (in stacking/ring order), rounds, seed, data
 schema, the initial model's hash and the code measurements of the training and aggregation code;
-for a relaying runtime (Flower) also the round deadline and quorum. Every runtime (in-process,
-ledger-backed, Flower) runs from this one spec.
+for a relaying runtime (Flower) also the round deadline and quorum; for a task whose tables hold
+formulas, the featuriser (name, version, preset, formula column) every org must run locally.
+Every runtime (in-process, ledger-backed, Flower) runs from this one spec.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def training_code_hash() -> str:
 
 def aggregation_code_hash() -> str:
     return measure_modules(AGGREGATION_CODE).digest
+
+
+#: Fields added after the first release; left out of the canonical JSON when None.
+OPTIONAL_FIELDS = ("contribution", "featurizer")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,10 @@ class TaskSpec:
     #: weights, final-model vote. None: none of it (and the key is left out of the JSON, so
     #: specs written before it keep their digest).
     contribution: dict[str, Any] | None = None
+    #: Descriptors computed locally from a formula column (``FeaturizerSpec.as_dict()`` plus
+    #: ``formula_column`` and ``skip_invalid``); None: the tables hold the descriptors. Left out
+    #: of the canonical JSON when None, so specs without it hash as they always did.
+    featurizer: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.participants)) != len(self.participants) or not self.participants:
@@ -129,8 +138,9 @@ class TaskSpec:
     def to_json(self) -> bytes:
         """Canonical bytes: sorted keys, no whitespace."""
         d = asdict(self)
-        if d["contribution"] is None:
-            del d["contribution"]
+        for key in OPTIONAL_FIELDS:  # unset: absent, so older specs keep their digest
+            if d[key] is None:
+                del d[key]
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod

@@ -30,6 +30,7 @@ from eth_account import Account
 from matswarm.contrib import attach_contributions, final_model_votes, split_validation
 from matswarm.contrib.audit import ContributionAudit
 from matswarm.data import DataError, TaskSchema, build_dataset, read_table
+from matswarm.data.featurize import prepare_table
 from matswarm.ledger import Ledger, TaskStatus
 from matswarm.protocol.consortium import Consortium, finish_task
 from matswarm.protocol.messages import vector_hash
@@ -164,7 +165,7 @@ class Home:
                 f"{org} is not a participant of this task ({', '.join(spec.participants)})"
             )
         schema = TaskSchema.from_dict(spec.schema)
-        table = read_table(data)
+        table = prepare_table(read_table(data), str(data), spec.featurizer)
         X, _ = schema.encode(table, str(data))
         rec = JoinRecord(org, str(Path(data).resolve()), _sha256(data), len(X))
         path = self.join_path(task_id, org)
@@ -222,7 +223,10 @@ def run_local_task(
         if _sha256(j.data) != j.sha256:
             raise HomeError(f"{j.data} changed since {org} joined (sha256 differs); join again")
     identities = {n: home.identity(n) for n in spec.participants}
-    tables = {o: (read_table(j.data), j.data) for o, j in joins.items()}
+    tables = {
+        o: (prepare_table(read_table(j.data), j.data, spec.featurizer), j.data)
+        for o, j in joins.items()
+    }
     try:
         ds = build_dataset(
             tables,

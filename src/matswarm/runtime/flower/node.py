@@ -136,8 +136,10 @@ class OrgService:
 
     def _encoded(self, spec: TaskSpec):
         from matswarm.data import TaskSchema
+        from matswarm.data.featurize import prepare_table
 
-        X, y = TaskSchema.from_dict(spec.schema).encode(self.table, str(self.data_path))
+        table = prepare_table(self.table, str(self.data_path), spec.featurizer)
+        X, y = TaskSchema.from_dict(spec.schema).encode(table, str(self.data_path))
         return X, y
 
     # -- requests -----------------------------------------------------------------------------
@@ -196,7 +198,10 @@ class OrgService:
                 if cnt != own.count or not np.array_equal(xs[-1].sum, own.sum):
                     raise NodeRefusal("the statistics relayed for this org are not its own")
         std = Standardizer.from_stats(MomentStats.combine(xs), MomentStats.combine(ys))
-        data = StandardizedOrg(self.org, std.transform_x(X), std.transform_y(y))
+        task = spec.schema.get("task", "regression")
+        if task == "classification":  # 0/1 labels are not scaled
+            std = std.with_identity_y()
+        data = StandardizedOrg(self.org, std.transform_x(X), std.transform_y(y), task)
         algo = spec.build_algorithm()
         with _TORCH_SEED_LOCK:  # model init seeds torch's global generator
             model = spec.model_spec().build(len(spec.schema["features"]), spec.seed)
