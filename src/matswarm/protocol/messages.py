@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-UPDATE_KINDS = ("delta", "gradient")
+#: ``masked``: a secure-aggregation input (uint32 words of Z_{2^32} carried bit for bit in the
+#: float32 vector; only :class:`matswarm.privacy.secagg_round.SecureAggregator` reads it).
+UPDATE_KINDS = ("delta", "gradient", "masked")
 
 
 def vector_hash(vector: np.ndarray) -> str:

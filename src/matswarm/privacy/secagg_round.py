@@ -1,0 +1,247 @@
+"""Secure aggregation inside the round protocol (:mod:`matswarm.protocol.engine`).
+
+* :class:`SecureAggregation` is an engine update transform: after local training it runs key
+  advertisement and share exchange among the round's orgs, and replaces each update by its
+  masked input (kind ``"masked"``). The trust layer then signs, stores and commits the
+  **masked** update: the commitment on the ledger is of what the org sent. It is also the
+  round's bulletin board: once the survivors are known it collects their signed reveals.
+* :class:`SecureAggregator` replaces the task's :class:`~matswarm.protocol.Aggregator`: it
+  unmasks the sum of the accepted masked updates with the signed transcript and applies the
+  algorithm's server step to the survivors' sample-weighted mean. Every org's replica (the
+  trust layer's ``aggregator.copy()``) reads the same board, so all recompute the same bits.
+
+Here every org's client lives in this process and the driver routes their messages as bytes,
+exactly what a relay would forward; a Flower relay forwarding the same messages is not wired
+yet (see the module docstring of :mod:`matswarm.privacy.secagg` for the protocol).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from matswarm.aggregation import AggregationRule, Mean
+from matswarm.algorithms.base import FederatedAlgorithm
+from matswarm.privacy.secagg import (
+    MIN_ORGS,
+    SecAggClient,
+    SecAggConfig,
+    SecAggError,
+    Transcript,
+    unmask_sum,
+)
+from matswarm.protocol.aggregator import Aggregator
+from matswarm.protocol.engine import RoundEngine
+from matswarm.protocol.messages import Update
+from matswarm.trust import OrgIdentity, PublicIdentity
+
+
+def require_sum_rule(rule: AggregationRule, n_orgs: int) -> None:
+    """Refuse a rule that needs individual updates, and a consortium too small to hide one."""
+    if type(rule) is not Mean:
+        raise SecAggError(
+            f"secure aggregation reveals only the sum of the updates, but aggregation rule "
+            f"{rule.describe()} needs every individual update (robust rules compare, sort or "
+            f"select single updates); use rule 'mean' or turn secure_aggregation off"
+        )
+    if n_orgs < MIN_ORGS:
+        raise SecAggError(
+            f"secure aggregation needs at least {MIN_ORGS} organisations, got {n_orgs}: with 2, "
+            "the sum minus one's own update is the other's update"
+        )
+
+
+def masked_update(update: Update, words: np.ndarray) -> Update:
+    """The update as it crosses the org boundary: its Z_{2^32} words, bit for bit."""
+    return Update(
+        update.task,
+        update.round,
+        update.org,
+        np.ascontiguousarray(words, dtype=np.uint32).view(np.float32),
+        update.n_samples,
+        "masked",
+        update.attestation,
+    )
+
+
+def masked_words(update: Update) -> np.ndarray:
+    if update.kind != "masked":
+        raise SecAggError(f"update of {update.org} is {update.kind!r}, not a masked input")
+    return np.ascontiguousarray(update.vector).view(np.uint32)
+
+
+@dataclass
+class _RoundState:
+    clients: dict[str, SecAggClient]
+    adverts: dict[str, bytes]
+    masked: set[str] = field(default_factory=set)
+    transcript: Transcript | None = None
+    survivors: frozenset[str] | None = None
+
+
+class SecureAggregation:
+    """Engine update transform running the SecAgg rounds among in-process orgs.
+
+    ``identities`` are the orgs' keys (signing and the X25519 keys shares are encrypted to);
+    ``dropouts`` maps a round to orgs that drop out after sharing their keys and before sending
+    their masked input (their masks are then recovered from the survivors' shares).
+    """
+
+    def __init__(
+        self,
+        identities: Mapping[str, OrgIdentity],
+        participants: Sequence[str],
+        config: SecAggConfig | None = None,
+        dropouts: Mapping[int, Collection[str]] | None = None,
+    ):
+        self.participants = list(participants)
+        missing = [n for n in self.participants if n not in identities]
+        if missing:
+            raise SecAggError(f"secure aggregation: no keys for {missing}")
+        if len(self.participants) < MIN_ORGS:
+            require_sum_rule(Mean(), len(self.participants))
+        self.identities = dict(identities)
+        self.directory: dict[str, PublicIdentity] = {
+            n: self.identities[n].public for n in self.participants
+        }
+        self.config = config or SecAggConfig()
+        self.dropouts = {int(k): set(v) for k, v in (dropouts or {}).items()}
+        self._rounds: dict[tuple[str, int], _RoundState] = {}
+        #: Bytes of every secure-aggregation message per round (keys, shares, reveals), beyond
+        #: the masked updates themselves.
+        self.overhead_bytes: dict[int, int] = {}
+        #: Coordinates clipped to ``[-clip, clip]`` per round and org.
+        self.clipped: dict[int, dict[str, int]] = {}
+
+    def __call__(self, round_: int, updates: list[Update]) -> list[Update]:
+        if not updates:
+            return updates
+        task = updates[0].task
+        clients = {
+            u.org: SecAggClient(
+                self.identities[u.org],
+                self.participants,
+                self.directory,
+                task,
+                round_,
+                self.config,
+            )
+            for u in updates
+        }
+        adverts = {u.org: clients[u.org].advertise(u.n_samples) for u in updates}
+        outboxes = {org: c.share_keys(adverts) for org, c in clients.items()}
+        for org, c in clients.items():  # the relay routes each encrypted share to its recipient
+            c.receive_shares({s: box[org] for s, box in outboxes.items() if org in box})
+        gone = self.dropouts.get(round_, set())
+        state = _RoundState(clients, adverts)
+        out = []
+        for u in updates:
+            if u.org in gone:
+                continue
+            out.append(masked_update(u, clients[u.org].mask(u.vector, u.n_samples)))
+            state.masked.add(u.org)
+        self.clipped[round_] = {o: c.clipped for o, c in clients.items() if o in state.masked}
+        self.overhead_bytes[round_] = sum(map(len, adverts.values())) + sum(
+            len(b) for box in outboxes.values() for b in box.values()
+        )
+        self._rounds = {k: v for k, v in self._rounds.items() if k[1] >= round_ - 1}
+        self._rounds[(task, round_)] = state
+        return out
+
+    def transcript(self, task: str, round_: int, survivors: Collection[str]) -> Transcript:
+        """The signed keys and reveals for ``survivors`` (the orgs whose masked update was
+        accepted). Reveals happen once: a second, different survivor set is refused."""
+        state = self._rounds.get((task, round_))
+        if state is None:
+            raise SecAggError(f"no secure-aggregation round {round_} of task {task} on record")
+        surv = frozenset(survivors)
+        if state.transcript is not None:
+            if surv != state.survivors:
+                raise SecAggError(
+                    f"round {round_} was unmasked for {sorted(state.survivors or ())}; "
+                    f"revealing again for {sorted(surv)} would expose single updates"
+                )
+            return state.transcript
+        dropped = set(state.adverts) - surv
+        reveals = {o: state.clients[o].reveal(surv, dropped) for o in sorted(surv)}
+        state.transcript = Transcript(dict(state.adverts), reveals)
+        state.survivors = surv
+        self.overhead_bytes[round_] = self.overhead_bytes.get(round_, 0) + sum(
+            map(len, reveals.values())
+        )
+        return state.transcript
+
+
+class SecureAggregator(Aggregator):
+    """The aggregator of a secure-aggregation task: sample-weighted mean of the survivors,
+    computed from their masked inputs and the round's signed transcript only."""
+
+    def __init__(
+        self,
+        algorithm: FederatedAlgorithm,
+        participant_order: Sequence[str],
+        initial_global: np.ndarray,
+        board: SecureAggregation,
+    ):
+        super().__init__(algorithm, Mean(), participant_order, initial_global)
+        self.board = board
+        self.participants = list(participant_order)
+
+    def copy(self) -> SecureAggregator:
+        # Every replica reads the one public board (what the relay broadcasts); the rest is
+        # the replicated state.
+        board, self.board = self.board, None  # type: ignore[assignment]
+        try:
+            twin = copy.deepcopy(self)
+        finally:
+            self.board = board
+        twin.board = board
+        return twin
+
+    def step(self, global_params: np.ndarray, updates: Sequence[Update]) -> np.ndarray:
+        if not updates:
+            raise ValueError("no updates to aggregate")
+        tasks_rounds = {(u.task, u.round) for u in updates}
+        if len(tasks_rounds) != 1:
+            raise SecAggError(f"masked updates of several rounds in one sum: {tasks_rounds}")
+        task, round_ = tasks_rounds.pop()
+        masked = {u.org: masked_words(u) for u in updates}
+        transcript = self.board.transcript(task, round_, set(masked))
+        s = unmask_sum(
+            masked,
+            transcript,
+            self.participants,
+            self.board.directory,
+            task,
+            round_,
+            self.board.config,
+        )
+        aggregated = s.weighted_mean(self.board.config)
+        self.previous_aggregate = aggregated
+        return self.algorithm.server_step(global_params, aggregated, self.state)
+
+
+def enable_secure_aggregation(
+    engine: RoundEngine,
+    identities: Mapping[str, OrgIdentity] | None = None,
+    config: SecAggConfig | None = None,
+    dropouts: Mapping[int, Collection[str]] | None = None,
+) -> SecureAggregation:
+    """Switch an engine to secure aggregation (before attaching the trust layer, whose agents
+    copy the engine's aggregator). Refuses rules that need individual updates.
+
+    Without ``identities``, fresh keys are generated for the run (simulation keys, never
+    stored); with the trust layer pass the consortium's identities."""
+    names = [p.name for p in engine.participants]
+    require_sum_rule(engine.aggregator.rule, len(names))
+    if identities is None:
+        identities = {n: OrgIdentity.generate(n) for n in names}
+    board = SecureAggregation(identities, names, config, dropouts)
+    engine.aggregator = SecureAggregator(
+        engine.algorithm, names, engine.run_state.global_params, board
+    )
+    engine.transforms.append(board)
+    return board
