@@ -107,6 +107,27 @@ def test_below_threshold_and_wrong_shares_fail_loudly(ids):
         shamir_combine({**shares, 3: 14}, 2, "s", length=1)
 
 
+def test_a_forged_reveal_or_advert_is_rejected(ids):
+    from matswarm.trust import EnvelopeError
+
+    names = ["a", "b", "c"]
+    clients, adverts, _, ns, directory = setup_round(ids, names)
+    x = updates_for(names)
+    y = {n: clients[n].mask(x[n], ns[n]) for n in names}
+    reveals = {n: clients[n].reveal(names, []) for n in names}
+    forged = dict(reveals)
+    blob = bytearray(reveals["b"])
+    i = blob.index(b'"a": "0x') + 8  # first hex digit of b's share of a's seed
+    blob[i] = ord("1") if blob[i] != ord("1") else ord("2")
+    forged["b"] = bytes(blob)
+    assert forged["b"] != reveals["b"]
+    with pytest.raises(EnvelopeError, match=r"hash|signature"):
+        unmask_sum(y, Transcript(adverts, forged), names, directory, TASK, 1, CFG)
+    swapped = {**adverts, "a": adverts["b"]}  # b's advert presented as a's
+    with pytest.raises(SecAggError, match="signed by b"):
+        unmask_sum(y, Transcript(swapped, reveals), names, directory, TASK, 1, CFG)
+
+
 def test_client_never_reveals_both_shares_of_one_org(ids):
     names = ["a", "b", "c"]
     clients, *_ = setup_round(ids, names)

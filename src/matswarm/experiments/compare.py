@@ -122,6 +122,8 @@ def run_comparison(
             seed,
             trust,
             str(Path(cfg.output) / "trust"),
+            compression=cfg.compression,
+            secure_aggregation=cfg.secure_aggregation,
         )
         for seed in cfg.seeds
         for m in cfg.methods
@@ -190,6 +192,7 @@ def _write_json(out, cfg, dataset, rows, dummy, results, seconds, notice) -> Pat
                 "mse": {k: m.mse for k, m in r.metrics.items()},
                 "test_mse_per_round": r.test_mse_per_round,
                 "trust": r.trust,
+                "traffic": r.traffic,
             }
             for r in results
         ],

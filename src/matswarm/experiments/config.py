@@ -111,6 +111,26 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
     },
 }
 
+# Secure aggregation and compression (their own keys; [privacy] may hold others' keys too).
+KEYS.setdefault("privacy", {}).update(
+    {
+        "secure_aggregation": (
+            (bool,),
+            False,
+            "pairwise-masked sums: relay and orgs see only the sum (rule must be 'mean')",
+        ),
+        "secagg_clip": ((int, float), 1.0, "secure aggregation: per-coordinate clip of updates"),
+        "secagg_threshold": ((int,), None, "secure aggregation: Shamir threshold (K//2 + 1)"),
+    }
+)
+KEYS["compression"] = {
+    "kind": ((str,), "none", "none | q8 | q4 | topk (error feedback at each org)"),
+    "fraction": ((int, float), 0.1, "topk: fraction of coordinates sent"),
+    "block": ((int,), 256, "q8/q4: coordinates sharing one scale"),
+    "error_feedback": ((bool,), True, "each org keeps what compression dropped for next round"),
+}
+_BOOL_KEYS = {("privacy", "secure_aggregation"), ("compression", "error_feedback")}
+
 # Which algorithm accepts which method-specific key.
 _METHOD_KEYS = {
     "gamma": ("matswarm",),
@@ -145,6 +165,9 @@ class ExperimentConfig:
     jobs: int = 2
     output: str = "matswarm-results"
     source: str = "<defaults>"
+    #: ``[compression]`` and the secure-aggregation keys of ``[privacy]`` (None: off).
+    compression: Any = None  # matswarm.compression.CompressionSpec
+    secure_aggregation: Any = None  # matswarm.privacy.secagg.SecAggConfig
 
     def algorithm(self, method: str) -> Algorithm:
         common = {
@@ -203,7 +226,8 @@ class ExperimentConfig:
                         f"{', '.join(KEYS[section])}"
                     )
                 types = KEYS[section][key][0]
-                if isinstance(value, bool) or not isinstance(value, types):
+                boolean_ok = (section, key) in _BOOL_KEYS
+                if (isinstance(value, bool) and not boolean_ok) or not isinstance(value, types):
                     names = " or ".join(t.__name__ for t in types)
                     raise ConfigError(f"{source}: [{section}] {key} must be {names}, got {value!r}")
             sections[section] = dict(values)
@@ -262,6 +286,7 @@ class ExperimentConfig:
             output=get("run", "output"),
             source=source,
         )
+        _communication_settings(cfg, sections, source)
         cfg.validate()
         return cfg
 
@@ -281,3 +306,39 @@ class ExperimentConfig:
             raise ConfigError(f"{self.source}: {exc}") from None
         if self.jobs < 1:
             raise ConfigError(f"{self.source}: [run] jobs must be >= 1, got {self.jobs}")
+
+
+def _communication_settings(cfg: ExperimentConfig, sections: dict[str, dict], source: str) -> None:
+    """``[compression]`` and ``[privacy] secure_aggregation``: build, and refuse combinations
+    that cannot work, naming why."""
+    from matswarm.compression import CompressionError, CompressionSpec
+    from matswarm.privacy.secagg import SecAggConfig, SecAggError
+
+    comp = sections.get("compression", {})
+    priv = sections.get("privacy", {})
+    try:
+        if comp.get("kind", "none") != "none":
+            cfg.compression = CompressionSpec(
+                kind=comp["kind"],
+                fraction=float(comp.get("fraction", 0.1)),
+                block=int(comp.get("block", 256)),
+                error_feedback=bool(comp.get("error_feedback", True)),
+            )
+        if priv.get("secure_aggregation", False):
+            cfg.secure_aggregation = SecAggConfig(
+                clip=float(priv.get("secagg_clip", 1.0)), threshold=priv.get("secagg_threshold")
+            )
+    except (CompressionError, SecAggError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    if cfg.secure_aggregation is not None:
+        if cfg.rule != "mean":
+            raise ConfigError(
+                f"{source}: [privacy] secure_aggregation reveals only the sum of the updates; "
+                f"[aggregation] rule {cfg.rule!r} needs every individual update: use 'mean'"
+            )
+        if cfg.compression is not None:
+            raise ConfigError(
+                f"{source}: [compression] kind {cfg.compression.kind!r} cannot be combined with "
+                "[privacy] secure_aggregation (masks live in Z_2^32 on every coordinate; a "
+                "quantised or sparse payload would be unmasked to noise): choose one"
+            )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,8 @@ class UnitResult:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
     trust: dict | None = None
+    #: Update bytes on the wire (``bytes_per_round``, ``reduction``, per round), when counted.
+    traffic: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class Unit:
     seed: int
     trust: TrustSettings | None = None
     workdir: str | None = None
+    compression: Any = None  # matswarm.compression.CompressionSpec
+    secure_aggregation: Any = None  # matswarm.privacy.secagg.SecAggConfig
 
 
 def run_unit(unit: Unit) -> UnitResult:
@@ -105,6 +109,7 @@ def run_unit(unit: Unit) -> UnitResult:
             name=f"{unit.method}-seed{unit.seed}",
         )
     curve: list[float] = []
+    traffic = _communication(engine, unit, consortium)
     for t in range(1, algo.rounds + 1):
         engine.run_round(t)
         curve.append(ev.evaluate(engine.run_state.global_params).mse)
@@ -130,7 +135,27 @@ def run_unit(unit: Unit) -> UnitResult:
         predictions={"global": ev.predict(run.global_params)},
         seconds=time.perf_counter() - t0,
         trust=trust,
+        traffic=traffic.summary() if traffic is not None else None,
     )
+
+
+def _communication(engine, unit: Unit, consortium):
+    """Attach compression or secure aggregation to an engine (see config ``[compression]``,
+    ``[privacy] secure_aggregation``); returns the byte counter, if any."""
+    if unit.secure_aggregation is not None:
+        from matswarm.privacy.secagg_round import enable_secure_aggregation
+
+        if consortium is not None:
+            raise ValueError(
+                "secure aggregation with the trust layer is not wired into experiment runs "
+                "yet; run it without --trust"
+            )
+        enable_secure_aggregation(engine, config=unit.secure_aggregation)
+    if unit.compression is not None:
+        from matswarm.compression import enable_compression
+
+        return enable_compression(engine, unit.compression, unit.seed).traffic
+    return None
 
 
 def _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdir) -> dict:

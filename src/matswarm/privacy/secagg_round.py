@@ -18,8 +18,10 @@ yet (see the module docstring of :mod:`matswarm.privacy.secagg` for the protocol
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,6 +39,9 @@ from matswarm.protocol.aggregator import Aggregator
 from matswarm.protocol.engine import RoundEngine
 from matswarm.protocol.messages import Update
 from matswarm.trust import OrgIdentity, PublicIdentity
+
+#: ``recordReport`` kind under which a round's transcript is anchored on the ledger.
+TRANSCRIPT_KIND = "secagg-transcript"
 
 
 def require_sum_rule(rule: AggregationRule, n_orgs: int) -> None:
@@ -115,6 +120,8 @@ class SecureAggregation:
         self.overhead_bytes: dict[int, int] = {}
         #: Coordinates clipped to ``[-clip, clip]`` per round and org.
         self.clipped: dict[int, dict[str, int]] = {}
+        #: Called with ``(task, round, transcript bytes)`` once a round is unmasked.
+        self.on_transcript: Callable[[str, int, bytes], None] | None = None
 
     def __call__(self, round_: int, updates: list[Update]) -> list[Update]:
         if not updates:
@@ -169,10 +176,47 @@ class SecureAggregation:
         reveals = {o: state.clients[o].reveal(surv, dropped) for o in sorted(surv)}
         state.transcript = Transcript(dict(state.adverts), reveals)
         state.survivors = surv
+        if self.on_transcript is not None:
+            self.on_transcript(task, round_, state.transcript.to_bytes())
         self.overhead_bytes[round_] = self.overhead_bytes.get(round_, 0) + sum(
             map(len, reveals.values())
         )
         return state.transcript
+
+
+class TranscriptSource(Protocol):
+    """Where a :class:`SecureAggregator` reads each round's public transcript."""
+
+    directory: dict[str, PublicIdentity]
+    config: SecAggConfig
+
+    def transcript(self, task: str, round_: int, survivors: Collection[str]) -> Transcript: ...
+
+
+class StoredTranscripts:
+    """Transcripts as an auditor finds them: anchored on the ledger (``recordReport`` of kind
+    :data:`TRANSCRIPT_KIND`: sha256 and content id), bytes in the artifact store."""
+
+    def __init__(self, ledger, store, task_id: bytes, directory, config: SecAggConfig):
+        self.ledger = ledger
+        self.store = store
+        self.task_id = task_id
+        self.directory = dict(directory)
+        self.config = config
+
+    def transcript(self, task: str, round_: int, survivors: Collection[str]) -> Transcript:
+        reports = self.ledger.reports(self.task_id, kind=TRANSCRIPT_KIND, round=round_)
+        if not reports:
+            raise SecAggError(f"round {round_}: no secure-aggregation transcript on the ledger")
+        from matswarm.store import StoreError
+
+        try:
+            blob = self.store.get(reports[0].cid)
+        except StoreError as exc:
+            raise SecAggError(f"round {round_}: secure-aggregation transcript: {exc}") from None
+        if hashlib.sha256(blob).digest() != reports[0].digest:
+            raise SecAggError(f"round {round_}: stored transcript differs from the anchored one")
+        return Transcript.from_bytes(blob)
 
 
 class SecureAggregator(Aggregator):
@@ -184,11 +228,32 @@ class SecureAggregator(Aggregator):
         algorithm: FederatedAlgorithm,
         participant_order: Sequence[str],
         initial_global: np.ndarray,
-        board: SecureAggregation,
+        board: TranscriptSource,
     ):
         super().__init__(algorithm, Mean(), participant_order, initial_global)
         self.board = board
         self.participants = list(participant_order)
+
+    def spec_fields(self) -> dict[str, Any]:
+        """What the task spec records (so ``verify`` rebuilds this aggregator)."""
+        return {"clip": self.board.config.clip, "threshold": self.board.config.threshold}
+
+    def archive_transcripts(self, agent, store) -> None:
+        """Trust layer: store each round's transcript and anchor it on the ledger in
+        ``agent``'s name (queued with the round's other transactions)."""
+        board = self.board
+        if not isinstance(board, SecureAggregation):
+            raise SecAggError("only the live round board produces transcripts to archive")
+
+        def archive(task: str, round_: int, blob: bytes) -> None:
+            cid = store.put(blob)
+            digest = hashlib.sha256(blob).digest()
+            call = agent.ledger.tx.record_report(
+                agent.task_id, round_, TRANSCRIPT_KIND, digest, cid
+            )
+            agent._send("report", round_, call)
+
+        board.on_transcript = archive
 
     def copy(self) -> SecureAggregator:
         # Every replica reads the one public board (what the relay broadcasts); the rest is
@@ -245,3 +310,10 @@ def enable_secure_aggregation(
     )
     engine.transforms.append(board)
     return board
+
+
+def ledger_aggregator(spec, initial_global, ledger, store, task_id: bytes, directory):
+    """The aggregator ``verify`` re-derives a secure-aggregation task with."""
+    cfg = SecAggConfig(**spec.secure_aggregation)
+    board = StoredTranscripts(ledger, store, task_id, directory, cfg)
+    return SecureAggregator(spec.build_algorithm(), spec.participants, initial_global, board)

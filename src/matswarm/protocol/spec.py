@@ -65,6 +65,10 @@ class TaskSpec:
     #: Updates a relayed round needs to go on without the missing orgs. None: ceil(2n/3), the
     #: ledger's default quorum.
     quorum: int | None = None
+    #: Secure aggregation (``{"clip": ..., "threshold": ...}``, see
+    #: :mod:`matswarm.privacy.secagg`): updates are masked, only their sum is recomputable.
+    #: Left out of the canonical JSON when off, so other tasks' spec hashes do not change.
+    secure_aggregation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.participants)) != len(self.participants) or not self.participants:
@@ -113,6 +117,8 @@ class TaskSpec:
     def to_json(self) -> bytes:
         """Canonical bytes: sorted keys, no whitespace."""
         d = asdict(self)
+        if d["secure_aggregation"] is None:
+            del d["secure_aggregation"]
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
