@@ -187,7 +187,7 @@ class SecureAggregation:
 class TranscriptSource(Protocol):
     """Where a :class:`SecureAggregator` reads each round's public transcript."""
 
-    directory: dict[str, PublicIdentity]
+    directory: dict[str, PublicIdentity] | None  # None: a relay, which checks no signature
     config: SecAggConfig
 
     def transcript(self, task: str, round_: int, survivors: Collection[str]) -> Transcript: ...
@@ -217,6 +217,26 @@ class StoredTranscripts:
         if hashlib.sha256(blob).digest() != reports[0].digest:
             raise SecAggError(f"round {round_}: stored transcript differs from the anchored one")
         return Transcript.from_bytes(blob)
+
+
+class RelayedTranscripts:
+    """Transcripts an org received from a relay (Flower); checked in full by :func:`unmask_sum`
+    (signatures against this org's directory)."""
+
+    def __init__(self, directory: Mapping[str, PublicIdentity], config: SecAggConfig):
+        self.directory = dict(directory)
+        self.config = config
+        self.received: dict[tuple[str, int], Transcript] = {}
+
+    def put(self, task: str, round_: int, transcript: Transcript) -> None:
+        self.received = {k: v for k, v in self.received.items() if k[1] >= round_ - 1}
+        self.received[(task, round_)] = transcript
+
+    def transcript(self, task: str, round_: int, survivors: Collection[str]) -> Transcript:
+        t = self.received.get((task, round_))
+        if t is None:
+            raise SecAggError(f"round {round_}: the relay sent no secure-aggregation transcript")
+        return t
 
 
 class SecureAggregator(Aggregator):

@@ -57,6 +57,8 @@ class _Joined:
     # commitment on the ledger is for that update), never a second training step.
     last_train: tuple[tuple[int, str], Payload] | None = None
     last_aggregate: tuple[int, Payload] | None = None
+    #: Secure-aggregation clients (matswarm.runtime.flower.secagg.NodeSecAgg) of the task.
+    secagg: object = None
 
 
 def stats_payload(x_stats, y_stats) -> Payload:
@@ -209,6 +211,10 @@ class OrgService:
             joined.agent = self.trust().open_task(spec, task_id, joined.latest)
         else:
             check_initial(spec, initial)
+        if spec.secure_aggregation is not None:
+            from matswarm.runtime.flower.secagg import NodeSecAgg
+
+            joined.secagg = NodeSecAgg(joined.agent, spec)  # refuses an untrusted task
         self.tasks[spec.name] = joined
         log.info("%s: joined task %s (%d rows)", self.org, spec.name, data.n)
         return Payload({"org": self.org, "n_samples": data.n})
@@ -237,7 +243,12 @@ class OrgService:
         if joined.agent is not None:
             from matswarm.runtime.flower.trust import trusted_train
 
-            sealed = trusted_train(joined, joined.agent, round_, start, res)
+            mask = None
+            if joined.secagg is not None:  # the model never leaves: only the masked update
+                mask = lambda u: joined.secagg.masked(round_, p, u)  # noqa: E731
+            sealed = trusted_train(joined, joined.agent, round_, start, res, mask)
+            if mask is not None:
+                out = Payload({"org": self.org, "n_samples": res.n_samples, "loss": res.loss})
             out.config.update(sealed.config)
             out.arrays.update(sealed.arrays)
         joined.last_train = (key, out)
@@ -276,10 +287,30 @@ class OrgService:
             raise NodeRefusal(
                 f"aggregate for round {round_}, but this node is at round {joined.latest_round + 1}"
             )
+        if joined.secagg is not None:
+            joined.secagg.receive_transcript(round_, p)  # type: ignore[attr-defined]
         new_global, out = trusted_aggregate(joined.agent, round_, joined.latest, p)
         joined.latest, joined.latest_round = new_global, round_
         joined.last_aggregate = (round_, out)
         return out
+
+    def _secagg(self, p: Payload):
+        joined = self.tasks.get(str(p.config["task"]))
+        if joined is None or joined.secagg is None:
+            raise NodeRefusal(f"{self.org} has no secure-aggregation task {p.config['task']!r}")
+        return joined, int(p.config["round"])
+
+    def _on_secagg_keys(self, p: Payload) -> Payload:
+        joined, round_ = self._secagg(p)
+        return joined.secagg.keys(round_, int(joined.node.n_samples))  # type: ignore[attr-defined]
+
+    def _on_secagg_shares(self, p: Payload) -> Payload:
+        joined, round_ = self._secagg(p)
+        return joined.secagg.shares(round_, p)  # type: ignore[attr-defined]
+
+    def _on_secagg_reveal(self, p: Payload) -> Payload:
+        joined, round_ = self._secagg(p)
+        return joined.secagg.reveal(round_, p)  # type: ignore[attr-defined]
 
     def _on_finish(self, p: Payload) -> Payload:
         from matswarm.protocol import vector_hash
@@ -320,6 +351,14 @@ def decode_result(p: Payload):
     ring = None
     if p.config.get("ring_out"):
         ring = RingMessage(p.opt_array("ring_stats"), p.opt_array("ring_params"))
+    if "masked" in p.arrays:  # secure aggregation: the relay gets masked words, no model
+        return LocalResult(
+            org=str(p.config["org"]),
+            params=np.zeros(0, dtype=np.float32),
+            n_samples=int(p.config["n_samples"]),
+            loss=float(p.config["loss"]),
+            gradient=p.array("masked"),
+        )
     return LocalResult(
         org=str(p.config["org"]),
         params=p.array("params"),
