@@ -107,3 +107,24 @@ def test_stored_envelope_holds_the_compressed_payload(small_synthetic, tmp_path)
     rep = verify_task(cons.ledger, cons.store, task_id, identity=cons.identities["org1"])
     assert rep.ok, first_failure_line(rep)
     cons.close()
+
+
+def test_experiment_unit_with_secure_aggregation_and_trust_verifies(small_synthetic, tmp_path):
+    from matswarm.experiments.runner import Unit, run_unit
+    from matswarm.privacy.secagg import SecAggConfig
+
+    algo = make_algorithm("fedavg", rounds=2, local_steps=4, lr=1e-2, batch_size=32)
+    unit = Unit(
+        small_synthetic,
+        SPEC,
+        "fedavg",
+        algo,
+        make_rule("mean"),
+        0,
+        TrustSettings(),
+        str(tmp_path),
+        secure_aggregation=SecAggConfig(),
+    )
+    res = run_unit(unit)
+    assert res.trust["verified"], res.trust["verify"]
+    assert res.trust["rounds_verified"] == 2

@@ -97,6 +97,7 @@ def run_unit(unit: Unit) -> UnitResult:
         workdir = Path(unit.workdir) / f"{unit.method}-seed{unit.seed}"
         # An experiment run is re-run, never resumed: its chain and store skip the fsyncs.
         consortium = Consortium.embedded(workdir, unit.dataset.org_names, durable=False)
+        _secure(engine, unit, consortium)  # before the agents copy the aggregator
         engine, spec, task_id = trusted_engine(
             engine,
             consortium,
@@ -108,8 +109,10 @@ def run_unit(unit: Unit) -> UnitResult:
             settings=unit.trust,
             name=f"{unit.method}-seed{unit.seed}",
         )
+    else:
+        _secure(engine, unit, None)
     curve: list[float] = []
-    traffic = _communication(engine, unit, consortium)
+    traffic = _compress(engine, unit)
     for t in range(1, algo.rounds + 1):
         engine.run_round(t)
         curve.append(ev.evaluate(engine.run_state.global_params).mse)
@@ -139,23 +142,23 @@ def run_unit(unit: Unit) -> UnitResult:
     )
 
 
-def _communication(engine, unit: Unit, consortium):
-    """Attach compression or secure aggregation to an engine (see config ``[compression]``,
-    ``[privacy] secure_aggregation``); returns the byte counter, if any."""
+def _secure(engine, unit: Unit, consortium) -> None:
+    """``[privacy] secure_aggregation``: mask every update (the consortium's keys with the trust
+    layer, else fresh simulation keys)."""
     if unit.secure_aggregation is not None:
         from matswarm.privacy.secagg_round import enable_secure_aggregation
 
-        if consortium is not None:
-            raise ValueError(
-                "secure aggregation with the trust layer is not wired into experiment runs "
-                "yet; run it without --trust"
-            )
-        enable_secure_aggregation(engine, config=unit.secure_aggregation)
-    if unit.compression is not None:
-        from matswarm.compression import enable_compression
+        ids = consortium.identities if consortium is not None else None
+        enable_secure_aggregation(engine, identities=ids, config=unit.secure_aggregation)
 
-        return enable_compression(engine, unit.compression, unit.seed).traffic
-    return None
+
+def _compress(engine, unit: Unit):
+    """``[compression]``: each org sends compressed updates; returns the byte counter."""
+    if unit.compression is None:
+        return None
+    from matswarm.compression import enable_compression
+
+    return enable_compression(engine, unit.compression, unit.seed).traffic
 
 
 def _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdir) -> dict:
