@@ -52,13 +52,14 @@ def main() -> None:
     )
     print(
         f"{'setting':<12} {'MSE mean':>10} {'std':>9} {'x none':>8} {'bytes/round':>12} "
-        f"{'saved':>7}"
+        f"{'saved':>7}  per-seed x none"
     )
     for r in run.rows:
         ratio = f"{r['mse_ratio']:.3f}" if r["mse_ratio"] is not None else "-"
         print(
             f"{r['method']:<12} {r['mse_mean']:>10.5f} {r['mse_std']:>9.5f} {ratio:>8} "
-            f"{r['bytes_per_round']:>12.0f} {100 * r['reduction']:>6.1f}%"
+            f"{r['bytes_per_round']:>12.0f} {100 * r['reduction']:>6.1f}%  "
+            + " ".join(f"{x:.2f}" for x in r["mse_ratio_per_seed"])
         )
     print("\n" + q8_verdict(run.rows))
     best = [r for r in run.rows if r["reduction"] > 0.9]
