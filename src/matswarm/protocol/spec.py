@@ -69,6 +69,9 @@ class TaskSpec:
     #: :mod:`matswarm.privacy.secagg`): updates are masked, only their sum is recomputable.
     #: Left out of the canonical JSON when off, so other tasks' spec hashes do not change.
     secure_aggregation: dict[str, Any] | None = None
+    #: Update compression (``{"kind", "fraction", "block", "error_feedback"}``, see
+    #: :mod:`matswarm.compression`); left out of the canonical JSON when off.
+    compression: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.participants)) != len(self.participants) or not self.participants:
@@ -117,8 +120,9 @@ class TaskSpec:
     def to_json(self) -> bytes:
         """Canonical bytes: sorted keys, no whitespace."""
         d = asdict(self)
-        if d["secure_aggregation"] is None:
-            del d["secure_aggregation"]
+        for optional in ("secure_aggregation", "compression"):
+            if d[optional] is None:
+                del d[optional]
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod

@@ -213,6 +213,8 @@ class FlowerCoordinator:
         self.ledger_grace_s = 60.0  # extra wait for ledger transactions in a trusted round
         #: The secure-aggregation relay (matswarm.runtime.flower.secagg.RelayBoard), if on.
         self.secagg = None
+        #: Bytes of the training replies' update arrays per round (parallel algorithms).
+        self.update_bytes: dict[int, int] = {}
         if self.task_id and hooks is None:
             from matswarm.runtime.flower.trust import RelayHooks
 
@@ -475,6 +477,11 @@ class FlowerCoordinator:
                 self._drop(self.orgs[name], str(rep.config["error"]))
                 continue
             results[name] = decode_result(rep)
+            # What the relay aggregates from: the model, its masked or its compressed update.
+            sent = next(
+                rep.arrays[k] for k in ("update", "masked", "gradient", "params") if k in rep.arrays
+            )
+            self.update_bytes[round_] = self.update_bytes.get(round_, 0) + int(sent.nbytes)
             if "envelope" in rep.arrays:
                 self.envelopes.setdefault(round_, {})[name] = rep.arrays["envelope"]
         for o in orgs:
@@ -552,6 +559,7 @@ class FlowerCoordinator:
                     "participants": list(record.participants),
                     "missing": missing,
                     "train_loss": record.train_loss,
+                    "update_bytes": self.update_bytes.get(t),
                 }
             )
             self._status(

@@ -59,6 +59,8 @@ class _Joined:
     last_aggregate: tuple[int, Payload] | None = None
     #: Secure-aggregation clients (matswarm.runtime.flower.secagg.NodeSecAgg) of the task.
     secagg: object = None
+    #: Update compression with this org's residual (matswarm.compression.Compression).
+    compressor: object = None
 
 
 def stats_payload(x_stats, y_stats) -> Payload:
@@ -215,6 +217,19 @@ class OrgService:
             from matswarm.runtime.flower.secagg import NodeSecAgg
 
             joined.secagg = NodeSecAgg(joined.agent, spec)  # refuses an untrusted task
+        if spec.compression is not None:
+            from matswarm.compression import Compression, CompressionSpec
+
+            if spec.secure_aggregation is not None:
+                raise NodeRefusal(
+                    "compression cannot be combined with secure aggregation (masks cover every "
+                    "coordinate in Z_2^32; a quantised or sparse payload would unmask to noise)"
+                )
+
+            cs = CompressionSpec(**spec.compression)
+            joined.compressor = Compression(
+                cs.codec(), spec.participants, spec.seed, cs.error_feedback
+            )
         self.tasks[spec.name] = joined
         log.info("%s: joined task %s (%d rows)", self.org, spec.name, data.n)
         return Payload({"org": self.org, "n_samples": data.n})
@@ -240,15 +255,23 @@ class OrgService:
         res = joined.node.train(round_, start, ring_in)  # type: ignore[attr-defined]
         joined.last_round = round_
         out = encode_result(res)
+        compressed = None
+        if joined.compressor is not None:  # the compressed update travels, not the model
+            update = plain_update(joined, round_, start, res)
+            compressed = joined.compressor(round_, [update])[0]  # type: ignore[operator]
+            out = compressed_result(res, compressed)
         if joined.agent is not None:
+            from dataclasses import replace
+
             from matswarm.runtime.flower.trust import trusted_train
 
             mask = None
+            if compressed is not None:  # commit what was sent (named by the ledger task id)
+                mask = lambda u: replace(compressed, task=u.task)  # noqa: E731
             if joined.secagg is not None:  # the model never leaves: only the masked update
                 mask = lambda u: joined.secagg.masked(round_, p, u)  # noqa: E731
-            sealed = trusted_train(joined, joined.agent, round_, start, res, mask)
-            if mask is not None:
                 out = Payload({"org": self.org, "n_samples": res.n_samples, "loss": res.loss})
+            sealed = trusted_train(joined, joined.agent, round_, start, res, mask)
             out.config.update(sealed.config)
             out.arrays.update(sealed.arrays)
         joined.last_train = (key, out)
@@ -330,6 +353,23 @@ class OrgService:
         return Payload({"org": self.org, "global_hash": h})
 
 
+def plain_update(joined: _Joined, round_: int, start: np.ndarray, res):
+    from matswarm.protocol import Update
+
+    return Update(
+        joined.spec.name, round_, res.org, res.update_vector(start), res.n_samples, res.kind
+    )
+
+
+def compressed_result(res, update) -> Payload:
+    """A training reply carrying the compressed update message (no model)."""
+    from matswarm.protocol.codec import encode_update
+
+    blob = np.frombuffer(encode_update(update), dtype=np.uint8).copy()
+    cfg = {"org": res.org, "n_samples": int(res.n_samples), "loss": float(res.loss)}
+    return Payload(cfg, {"update": blob})
+
+
 def encode_result(res) -> Payload:
     """A :class:`~matswarm.algorithms.LocalResult` as a payload (exact bytes)."""
     cfg: dict = {"org": res.org, "n_samples": int(res.n_samples), "loss": float(res.loss)}
@@ -351,13 +391,19 @@ def decode_result(p: Payload):
     ring = None
     if p.config.get("ring_out"):
         ring = RingMessage(p.opt_array("ring_stats"), p.opt_array("ring_params"))
-    if "masked" in p.arrays:  # secure aggregation: the relay gets masked words, no model
+    if "masked" in p.arrays or "update" in p.arrays:
+        # Secure aggregation (masked words) or compression (the compressed update message):
+        # the relay gets what it aggregates, never the org's model.
+        if "masked" in p.arrays:
+            vector = p.array("masked")
+        else:
+            vector = _update_vector(np.asarray(p.arrays["update"], dtype=np.uint8).tobytes())
         return LocalResult(
             org=str(p.config["org"]),
             params=np.zeros(0, dtype=np.float32),
             n_samples=int(p.config["n_samples"]),
             loss=float(p.config["loss"]),
-            gradient=p.array("masked"),
+            gradient=vector,
         )
     return LocalResult(
         org=str(p.config["org"]),
@@ -367,3 +413,10 @@ def decode_result(p: Payload):
         ring_out=ring,
         gradient=p.opt_array("gradient"),
     )
+
+
+def _update_vector(blob: bytes) -> np.ndarray:
+    """The (decompressed) vector of an update message."""
+    from matswarm.protocol.codec import decode_update
+
+    return decode_update(blob).vector

@@ -117,8 +117,8 @@ class NodeTrust:
 
 
 def trusted_train(joined, agent, round_: int, g: np.ndarray, res, mask=None) -> Payload:
-    """Seal, store and commit this org's update (``mask``: secure aggregation turns it into its
-    masked input first); the envelope travels back with the result."""
+    """Seal, store and commit this org's update (``mask``: what the org sends instead, e.g.
+    its masked input or compressed update); the envelope travels back with the result."""
     from matswarm.protocol import Update
 
     update = Update(
@@ -127,7 +127,8 @@ def trusted_train(joined, agent, round_: int, g: np.ndarray, res, mask=None) -> 
     out = Payload()
     if mask is not None:
         update = mask(update)
-        out.arrays["masked"] = update.vector
+        if update.kind == "masked":
+            out.arrays["masked"] = update.vector
     cid = agent.publish(update)
     blob = agent.store.get(cid)
     out.config["cid"] = cid
