@@ -155,3 +155,40 @@ def test_config_keys_and_refused_combinations(tmp_path):
         ExperimentConfig.from_dict({"compression": {"kind": "zip"}})
     with pytest.raises(ConfigError, match="rounds must be int"):
         ExperimentConfig.from_dict({"training": {"rounds": True}})
+
+
+def test_mse_vs_bytes_rows_follow_the_results_schema(small_synthetic, tmp_path):
+    from matswarm.experiments.compression import q8_verdict, run_compression
+
+    run = run_compression(
+        small_synthetic,
+        seeds=[0],
+        rounds=2,
+        settings=[("none", None), ("q8", None), ("topk", 0.1)],
+        model=ModelSpec("mlp", hidden=8),
+        output=tmp_path,
+    )
+    assert [r["method"] for r in run.rows] == ["none", "q8", "topk(0.1)"]
+    for r in run.rows:
+        for key in (
+            "model",
+            "org",
+            "mse_mean",
+            "mse_std",
+            "rmse_mean",
+            "r2_mean",
+            "n_seeds",
+            "kind",
+            "fraction",
+            "bytes_per_round",
+            "reduction",
+            "mse_ratio",
+        ):
+            assert key in r
+        assert r["org"] == "global" and len(r["mse_ratio_per_seed"]) == 1
+    none, q8, topk = run.rows
+    assert none["reduction"] == 0 and none["mse_ratio"] == 1
+    assert none["bytes_per_round"] > q8["bytes_per_round"] > 0
+    assert topk["bytes_per_round"] < none["bytes_per_round"]
+    assert run.plot is not None and run.plot.stat().st_size > 0
+    assert q8_verdict(run.rows).startswith("q8: MSE")

@@ -140,10 +140,11 @@ def plot_mse_vs_bytes(rows: Sequence[dict[str, Any]], path: Path, unit: str) -> 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     topk = [r for r in rows if r["kind"] == "topk"]
     if topk:
-        ax.plot(
+        ax.errorbar(
             [r["bytes_per_round"] for r in topk],
             [r["mse_mean"] for r in topk],
-            "o-",
+            yerr=[r["mse_std"] for r in topk],
+            fmt="o-",
             label="top-k (error feedback)",
         )
         for r in topk:
@@ -154,6 +155,10 @@ def plot_mse_vs_bytes(rows: Sequence[dict[str, Any]], path: Path, unit: str) -> 
                 r["bytes_per_round"], r["mse_mean"], yerr=r["mse_std"], fmt="s", label=r["kind"]
             )
     ax.set_xscale("log")
+    ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("update bytes per round (all orgs)")
     ax.set_ylabel(f"global test MSE ({unit})²")
     ax.set_title("FedAvg on the paper split: MSE vs traffic", fontsize=10)

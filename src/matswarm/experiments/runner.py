@@ -148,6 +148,11 @@ def _secure(engine, unit: Unit, consortium) -> None:
     if unit.secure_aggregation is not None:
         from matswarm.privacy.secagg_round import enable_secure_aggregation
 
+        if unit.trust is not None and unit.trust.attested_training:
+            raise ValueError(
+                "secure aggregation cannot be combined with attested training: a training "
+                "quote binds the plain update, which no other org may see"
+            )
         ids = consortium.identities if consortium is not None else None
         enable_secure_aggregation(engine, identities=ids, config=unit.secure_aggregation)
 
