@@ -88,9 +88,10 @@ def test_dropped_org_is_recovered_from_shares(ids):
 
 def test_below_threshold_and_wrong_shares_fail_loudly(ids):
     names = ["a", "b", "c", "d", "e"]  # threshold 3
+    strict, *_ = setup_round(ids, names, config=SecAggConfig(threshold=4))
+    with pytest.raises(SecAggError, match="threshold 4"):
+        strict["a"].reveal(["a", "b", "c"], ["d", "e"])
     clients, adverts, _, ns, directory = setup_round(ids, names)
-    with pytest.raises(SecAggError, match="threshold 3"):
-        clients["a"].reveal(["a", "b"], ["c", "d", "e"])
     survivors = ["a", "b", "c", "d"]
     x = updates_for(names)
     y = {n: clients[n].mask(x[n], ns[n]) for n in survivors}
@@ -129,13 +130,16 @@ def test_a_forged_reveal_or_advert_is_rejected(ids):
 
 
 def test_client_never_reveals_both_shares_of_one_org(ids):
-    names = ["a", "b", "c"]
+    names = ["a", "b", "c", "d"]
     clients, *_ = setup_round(ids, names)
     with pytest.raises(SecAggError, match="partition"):
-        clients["a"].reveal(["a", "b", "c"], ["b"])
-    clients["a"].reveal(["a", "b"], ["c"])
+        clients["a"].reveal(["a", "b", "c", "d"], ["b"])
+    # Two survivors would each learn the other's update from their sum.
+    with pytest.raises(SecAggError, match="only 2 survivors"):
+        clients["a"].reveal(["a", "b"], ["c", "d"])
+    clients["a"].reveal(["a", "b", "c"], ["d"])
     with pytest.raises(SecAggError, match="already revealed"):
-        clients["a"].reveal(["a", "b", "c"], [])
+        clients["a"].reveal(["a", "b", "c", "d"], [])
 
 
 def test_two_orgs_and_robust_rules_are_refused(ids, small_synthetic):
@@ -246,23 +250,27 @@ def test_one_org_plus_the_sum_does_not_reveal_another_update(ids):
     assert np.array_equal(rest, both) and not np.array_equal(rest, enc_b)
 
 
-def test_engine_round_with_secure_aggregation_matches_plain_mean(ids, small_synthetic):
+def test_engine_round_with_secure_aggregation_matches_plain_mean():
+    from matswarm.data import synthetic
+
+    ds = synthetic.make_dataset(n_rows=240, n_features=12, n_orgs=4, n_test=60, seed=1)
     spec = ModelSpec("mlp", hidden=8)
     algo = make_algorithm("fedavg", rounds=3, local_steps=4, lr=1e-2, batch_size=32)
-    plain = build_engine(small_synthetic, spec, algo, make_rule("mean"), 0).run()
-    eng = build_engine(small_synthetic, spec, algo, make_rule("mean"), 0)
+    plain = build_engine(ds, spec, algo, make_rule("mean"), 0).run()
+    eng = build_engine(ds, spec, algo, make_rule("mean"), 0)
     board = enable_secure_aggregation(eng, dropouts={2: ["org2"]})
     run = eng.run()
-    assert run.history[1].participants == ("org1", "org3")  # org2 dropped in round 2, recovered
-    assert run.history[2].participants == ("org1", "org2", "org3")
+    # org2 dropped after sharing its keys in round 2: its masks were recovered from shares
+    assert run.history[1].participants == ("org1", "org3", "org4")
+    assert run.history[2].participants == ("org1", "org2", "org3", "org4")
     assert board.overhead_bytes[1] > 0
-    # Same training, same mean up to the fixed-point resolution (2^-30 per coordinate), except
-    # round 2, where the survivors' mean replaces the three-org mean.
-    first = build_engine(small_synthetic, spec, algo, make_rule("mean"), 0)
-    eng1 = build_engine(small_synthetic, spec, algo, make_rule("mean"), 0)
+    # Same training, same mean up to the fixed-point resolution (2^-30 per coordinate).
+    first = build_engine(ds, spec, algo, make_rule("mean"), 0)
+    eng1 = build_engine(ds, spec, algo, make_rule("mean"), 0)
     enable_secure_aggregation(eng1)
     first.run_round(1)
     eng1.run_round(1)
     diff = np.abs(first.run_state.global_params - eng1.run_state.global_params).max()
     assert diff < 1e-6
+    # Round 2 averaged three orgs instead of four: a different model from then on.
     assert vector_hash(plain.global_params) != vector_hash(run.global_params)

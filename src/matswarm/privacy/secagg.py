@@ -372,6 +372,11 @@ class SecAggClient:
             )
         if self.name not in surv:
             raise SecAggError(f"{self.name} is listed as dropped and reveals nothing")
+        if len(surv) < MIN_ORGS:
+            raise SecAggError(
+                f"{self.name} refuses to reveal: only {len(surv)} survivors, and the sum of two "
+                "updates hands each of them the other's"
+            )
         t = self.config.threshold_for(len(self.adverts))
         if len(surv) < t:
             raise SecAggError(f"only {len(surv)} survivors, threshold {t}: the round fails")

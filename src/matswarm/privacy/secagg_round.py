@@ -107,7 +107,7 @@ class SecureAggregation:
         if missing:
             raise SecAggError(f"secure aggregation: no keys for {missing}")
         if len(self.participants) < MIN_ORGS:
-            require_sum_rule(Mean(), len(self.participants))
+            require_sum_rule(Mean(), len(self.participants))  # names the reason
         self.identities = dict(identities)
         self.directory: dict[str, PublicIdentity] = {
             n: self.identities[n].public for n in self.participants
