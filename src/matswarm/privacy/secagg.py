@@ -23,7 +23,8 @@ Rounds (the relay only routes bytes; every message is an Ed25519-signed envelope
    signs, stores and commits on the ledger).
 3. ``secagg_reveal``: once the survivors are fixed, each survivor reveals its shares of the
    survivors' ``b`` and of the dropped orgs' mask private keys. A client never reveals both
-   for the same org (that would unmask that org's input), and reveals only once per round.
+   for the same org (that would unmask that org's input), reveals only once per round, and
+   never for fewer than 3 survivors (two could read each other's input from their sum).
 
 Anyone holding the masked inputs and the signed transcript (keys and reveals) recomputes the
 sum (:func:`unmask_sum`): that is how every org, and ``verify``, re-derives the global model.
