@@ -78,6 +78,55 @@ def test_trusted_secure_aggregation_over_flower(org_files, tmp_path, monkeypatch
     assert np.isfinite(eng.run_state.global_params).all()
 
 
+class _DropsAtTraining(OrgService):
+    """An org that shares its keys in round 2, then fails before sending its masked input."""
+
+    def _on_train(self, p):
+        from matswarm.runtime.flower.node import NodeRefusal
+
+        if int(p.config["round"]) == 2:
+            raise NodeRefusal("simulated crash after the key exchange")
+        return super()._on_train(p)
+
+
+@pytest.mark.skipif(
+    find_anvil() is None and not os.environ.get(ANVIL_ENV), reason="anvil not found"
+)
+def test_org_dropped_after_key_exchange_is_recovered_over_flower(tmp_path, monkeypatch):
+    from matswarm.data.synthetic import make_tables
+
+    monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
+    tables, _ = make_tables(n_rows=360, n_features=8, n_orgs=4, n_test=30, seed=7)
+    files = {}
+    for name, df in tables.items():
+        files[name] = tmp_path / f"{name}.parquet"
+        df.to_parquet(files[name])
+    spec = make_spec(files, rounds=2, task="secagg-drop", secure_aggregation=SECAGG)
+    eng = build_engine(
+        dataset_of(files), spec.model_spec(), spec.build_algorithm(), spec.build_rule(), spec.seed
+    )
+    enable_secure_aggregation(eng, dropouts={2: ["org4"]})
+    expected = [r.global_hash for r in eng.run().history]
+    with AnvilNode(chain_id=CHAIN_ID) as node:
+        ledger, ids, keystores = make_consortium(list(files), tmp_path, node.url)
+        spec, task_id = trusted_spec(ledger, ids, spec, round_duration_s=6)
+        services = {
+            n: (_DropsAtTraining if n == "org4" else OrgService)(
+                n,
+                p,
+                trust=NodeTrustConfig(
+                    keystores[n], node.url, ledger.address, CHAIN_ID, tmp_path / n / "store"
+                ),
+            )
+            for n, p in files.items()
+        }
+        result, _ = run_inprocess(spec, services, tmp_path, task_id=task_id.hex())
+        assert result.dropouts == {2: ["org4"]}
+        assert result.hashes == expected  # org4's masks were removed with the survivors' shares
+        assert ledger.round_info(task_id, 2).final_hash.hex() == expected[1]
+        ledger.close()
+
+
 def test_compressed_updates_over_flower_match_inprocess(org_files, tmp_path):
     from matswarm.compression import CompressionSpec, enable_compression
 
