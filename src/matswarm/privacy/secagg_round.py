@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -151,6 +152,13 @@ class SecureAggregation:
             out.append(masked_update(u, clients[u.org].mask(u.vector, u.n_samples)))
             state.masked.add(u.org)
         self.clipped[round_] = {o: c.clipped for o, c in clients.items() if o in state.masked}
+        if any(self.clipped[round_].values()):
+            warnings.warn(
+                f"secure aggregation, round {round_}: coordinates beyond ±{self.config.clip} "
+                f"were clipped {self.clipped[round_]}; raise [privacy] secagg_clip",
+                UserWarning,
+                stacklevel=2,
+            )
         self.overhead_bytes[round_] = sum(map(len, adverts.values())) + sum(
             len(b) for box in outboxes.values() for b in box.values()
         )
