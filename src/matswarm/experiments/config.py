@@ -194,6 +194,10 @@ class ExperimentConfig:
             "training": {m: self.algorithm(m).get_params() for m in self.methods},
             "aggregation": {"rule": self.rule, **self.rule_params},
             "seeds": self.seeds,
+            "compression": vars(self.compression) if self.compression is not None else None,
+            "secure_aggregation": (
+                vars(self.secure_aggregation) if self.secure_aggregation is not None else None
+            ),
         }
 
     @classmethod
