@@ -137,3 +137,29 @@ def test_compressed_updates_over_flower_match_inprocess(org_files, tmp_path):
     for r in result.rounds:  # the same q8 messages as in process (task names differ)
         sent, raw = traffic.sent[r["round"]], traffic.raw[r["round"]]
         assert abs(r["update_bytes"] - sent) <= 3 * 16 and sent < 0.6 * raw
+
+
+@pytest.mark.skipif(
+    find_anvil() is None and not os.environ.get(ANVIL_ENV), reason="anvil not found"
+)
+def test_trusted_compressed_updates_over_flower(org_files, tmp_path, monkeypatch):
+    """The committed envelope holds the compressed update; hashes equal the in-process run."""
+    from matswarm.compression import CompressionSpec, enable_compression
+
+    monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
+    comp = {"kind": "topk", "fraction": 0.2, "block": 256, "error_feedback": True}
+    spec = make_spec(org_files, rounds=2, task="compressed-trusted", compression=comp)
+    expected, _ = _reference(
+        org_files, spec, lambda e: enable_compression(e, CompressionSpec(**comp), spec.seed)
+    )
+    with AnvilNode(chain_id=CHAIN_ID) as node:
+        ledger, ids, keystores = make_consortium(list(org_files), tmp_path, node.url)
+        spec, task_id = trusted_spec(ledger, ids, spec)
+        services = _trusted_services(org_files, keystores, node, ledger, tmp_path)
+        result, _ = run_inprocess(spec, services, tmp_path, task_id=task_id.hex())
+        assert result.hashes == expected
+        for c in ledger.round_info(task_id, 2).commitments.values():
+            blob = services["org2"].trust().store.get(c.cid)
+            upd = decode_update(open_envelope(Envelope.from_bytes(blob), ids["org2"]))
+            assert upd.compressed is not None and upd.compressed[0] == "topk"
+        ledger.close()
