@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 
 import pytest
 from tests.flower.helpers import dataset_of, make_consortium, make_spec, trusted_spec
@@ -32,17 +33,28 @@ def _reference(files, spec, attach):
     return [r.global_hash for r in eng.run().history], attached
 
 
-def _trusted_services(files, keystores, node, ledger, tmp_path, service_of=None):
-    return {
-        n: ((service_of or {}).get(n, OrgService))(
-            n,
-            p,
-            trust=NodeTrustConfig(
-                keystores[n], node.url, ledger.address, CHAIN_ID, tmp_path / n / "store"
-            ),
-        )
-        for n, p in files.items()
-    }
+@contextmanager
+def _trusted_run(files, spec, tmp_path, service_of=None, round_duration_s=120):
+    """Run ``spec`` as a trusted task over Flower on a fresh anvil chain; yields
+    ``(result, ledger, ids, services, task_id)`` while the chain is up."""
+    with AnvilNode(chain_id=CHAIN_ID) as node:
+        ledger, ids, keystores = make_consortium(list(files), tmp_path, node.url)
+        spec, task_id = trusted_spec(ledger, ids, spec, round_duration_s=round_duration_s)
+        services = {
+            n: ((service_of or {}).get(n, OrgService))(
+                n,
+                p,
+                trust=NodeTrustConfig(
+                    keystores[n], node.url, ledger.address, CHAIN_ID, tmp_path / n / "store"
+                ),
+            )
+            for n, p in files.items()
+        }
+        result, _ = run_inprocess(spec, services, tmp_path, task_id=task_id.hex())
+        try:
+            yield result, ledger, ids, services, task_id
+        finally:
+            ledger.close()
 
 
 def test_untrusted_task_with_secure_aggregation_is_refused(org_files, tmp_path):
@@ -60,11 +72,7 @@ def test_trusted_secure_aggregation_over_flower(org_files, tmp_path, monkeypatch
     spec = make_spec(org_files, rounds=2, task="secagg", secure_aggregation=SECAGG)
     # The same task in one process, secure aggregation on: the reference hashes.
     expected, _ = _reference(org_files, spec, enable_secure_aggregation)
-    with AnvilNode(chain_id=CHAIN_ID) as node:
-        ledger, ids, keystores = make_consortium(list(org_files), tmp_path, node.url)
-        spec, task_id = trusted_spec(ledger, ids, spec)
-        services = _trusted_services(org_files, keystores, node, ledger, tmp_path)
-        result, _ = run_inprocess(spec, services, tmp_path, task_id=task_id.hex())
+    with _trusted_run(org_files, spec, tmp_path) as (result, ledger, ids, services, task_id):
         assert result.hashes == expected
         # The relay never held a model: only masked words came back from training.
         assert all(p.size == 0 for p in result.run.local_params.values())
@@ -78,7 +86,6 @@ def test_trusted_secure_aggregation_over_flower(org_files, tmp_path, monkeypatch
                 assert upd.kind == "masked"
             reports = ledger.reports(task_id, kind=TRANSCRIPT_KIND, round=r)
             assert len(reports) == 3 and len({x.digest for x in reports}) == 1
-        ledger.close()
 
 
 class _DropsAtTraining(OrgService):
@@ -108,17 +115,12 @@ def test_org_dropped_after_key_exchange_is_recovered_over_flower(tmp_path, monke
     expected, _ = _reference(
         files, spec, lambda e: enable_secure_aggregation(e, dropouts={2: ["org4"]})
     )
-    with AnvilNode(chain_id=CHAIN_ID) as node:
-        ledger, ids, keystores = make_consortium(list(files), tmp_path, node.url)
-        spec, task_id = trusted_spec(ledger, ids, spec, round_duration_s=6)
-        services = _trusted_services(
-            files, keystores, node, ledger, tmp_path, {"org4": _DropsAtTraining}
-        )
-        result, _ = run_inprocess(spec, services, tmp_path, task_id=task_id.hex())
+    drops = {"org4": _DropsAtTraining}
+    with _trusted_run(files, spec, tmp_path, drops, round_duration_s=6) as run:
+        result, ledger, _, _, task_id = run
         assert result.dropouts == {2: ["org4"]}
         assert result.hashes == expected  # org4's masks were removed with the survivors' shares
         assert ledger.round_info(task_id, 2).final_hash.hex() == expected[1]
-        ledger.close()
 
 
 def test_compressed_updates_over_flower_match_inprocess(org_files, tmp_path):
@@ -152,14 +154,9 @@ def test_trusted_compressed_updates_over_flower(org_files, tmp_path, monkeypatch
     expected, _ = _reference(
         org_files, spec, lambda e: enable_compression(e, CompressionSpec(**comp), spec.seed)
     )
-    with AnvilNode(chain_id=CHAIN_ID) as node:
-        ledger, ids, keystores = make_consortium(list(org_files), tmp_path, node.url)
-        spec, task_id = trusted_spec(ledger, ids, spec)
-        services = _trusted_services(org_files, keystores, node, ledger, tmp_path)
-        result, _ = run_inprocess(spec, services, tmp_path, task_id=task_id.hex())
+    with _trusted_run(org_files, spec, tmp_path) as (result, ledger, ids, services, task_id):
         assert result.hashes == expected
         for c in ledger.round_info(task_id, 2).commitments.values():
             blob = services["org2"].trust().store.get(c.cid)
             upd = decode_update(open_envelope(Envelope.from_bytes(blob), ids["org2"]))
             assert upd.compressed is not None and upd.compressed[0] == "topk"
-        ledger.close()
