@@ -43,6 +43,13 @@ from matswarm.trust import OrgIdentity, PublicIdentity
 
 #: ``recordReport`` kind under which a round's transcript is anchored on the ledger.
 TRANSCRIPT_KIND = "secagg-transcript"
+#: What secure aggregation does and does not guarantee (for command output and model cards).
+SECURITY_NOTE = (
+    "Secure aggregation (pairwise masks, semi-honest model): the relay and each org see only "
+    "masked updates and their sum; a dropped org's masks are recovered from Shamir shares; "
+    "fewer than 3 orgs or survivors are refused. Not defended: a malicious relay that lies "
+    "about who dropped out (no consistency round), and what the sum itself reveals."
+)
 
 
 def require_sum_rule(rule: AggregationRule, n_orgs: int) -> None:
