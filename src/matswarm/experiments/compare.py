@@ -175,6 +175,8 @@ def run_comparison(
             trust,
             str(Path(cfg.output) / "trust"),
             cfg.contribution,
+            compression=cfg.compression,
+            secure_aggregation=cfg.secure_aggregation,
         )
         for seed in cfg.seeds
         for m in cfg.methods
@@ -253,6 +255,7 @@ def _write_json(out, cfg, dataset, rows, dummy, results, seconds, notice) -> Pat
                 "test_mse_per_round": r.test_mse_per_round,
                 "trust": r.trust,
                 "contributions": r.contributions,
+                "traffic": r.traffic,
             }
             for r in results
         ],

@@ -155,6 +155,25 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
     },
 }
 
+# Secure aggregation and compression (their own keys; [privacy] may hold others' keys too).
+KEYS.setdefault("privacy", {}).update(
+    {
+        "secure_aggregation": (
+            (bool,),
+            False,
+            "pairwise-masked sums: relay and orgs see only the sum (rule must be 'mean')",
+        ),
+        "secagg_clip": ((int, float), 1.0, "secure aggregation: per-coordinate clip of updates"),
+        "secagg_threshold": ((int,), None, "secure aggregation: Shamir threshold (K//2 + 1)"),
+    }
+)
+KEYS["compression"] = {
+    "kind": ((str,), "none", "none | q8 | q4 | topk (error feedback at each org)"),
+    "fraction": ((int, float), 0.1, "topk: fraction of coordinates sent"),
+    "block": ((int,), 256, "q8/q4: coordinates sharing one scale"),
+    "error_feedback": ((bool,), True, "each org keeps what compression dropped for next round"),
+}
+
 # Which algorithm accepts which method-specific key.
 _METHOD_KEYS = {
     "gamma": ("matswarm",),
@@ -191,6 +210,9 @@ class ExperimentConfig:
     source: str = "<defaults>"
     #: Contribution accounting and governance ([contribution], [aggregation] weights); None: off.
     contribution: Any = None
+    #: ``[compression]`` and the secure-aggregation keys of ``[privacy]`` (None: off).
+    compression: Any = None  # matswarm.compression.CompressionSpec
+    secure_aggregation: Any = None  # matswarm.privacy.secagg.SecAggConfig
 
     def algorithm(self, method: str) -> Algorithm:
         common = {
@@ -218,6 +240,10 @@ class ExperimentConfig:
             "aggregation": {"rule": self.rule, **self.rule_params},
             "seeds": self.seeds,
             "contribution": None if self.contribution is None else self.contribution.to_dict(),
+            "compression": vars(self.compression) if self.compression is not None else None,
+            "secure_aggregation": (
+                vars(self.secure_aggregation) if self.secure_aggregation is not None else None
+            ),
         }
 
     @classmethod
@@ -325,6 +351,7 @@ class ExperimentConfig:
             source=source,
             contribution=contribution,
         )
+        _communication_settings(cfg, sections, source)
         cfg.validate()
         return cfg
 
@@ -365,3 +392,44 @@ class ExperimentConfig:
             )
         except ValueError as exc:
             raise ConfigError(f"{self.source}: [data] {exc}") from None
+
+
+def _communication_settings(cfg: ExperimentConfig, sections: dict[str, dict], source: str) -> None:
+    """``[compression]`` and ``[privacy] secure_aggregation``: build, and refuse combinations
+    that cannot work, naming why."""
+    from matswarm.compression import CompressionError, CompressionSpec
+    from matswarm.privacy.secagg import SecAggConfig, SecAggError
+
+    comp = sections.get("compression", {})
+    priv = sections.get("privacy", {})
+    try:
+        if comp.get("kind", "none") != "none":
+            cfg.compression = CompressionSpec(
+                kind=comp["kind"],
+                fraction=float(comp.get("fraction", 0.1)),
+                block=int(comp.get("block", 256)),
+                error_feedback=bool(comp.get("error_feedback", True)),
+            )
+        if priv.get("secure_aggregation", False):
+            cfg.secure_aggregation = SecAggConfig(
+                clip=float(priv.get("secagg_clip", 1.0)), threshold=priv.get("secagg_threshold")
+            )
+    except (CompressionError, SecAggError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    if cfg.secure_aggregation is not None:
+        if cfg.rule != "mean":
+            raise ConfigError(
+                f"{source}: [privacy] secure_aggregation reveals only the sum of the updates; "
+                f"[aggregation] rule {cfg.rule!r} needs every individual update: use 'mean'"
+            )
+        if cfg.contribution is not None:
+            raise ConfigError(
+                f"{source}: [contribution] scores every org's individual update, which "
+                "[privacy] secure_aggregation hides from everyone: choose one"
+            )
+        if cfg.compression is not None:
+            raise ConfigError(
+                f"{source}: [compression] kind {cfg.compression.kind!r} cannot be combined with "
+                "[privacy] secure_aggregation (masks live in Z_2^32 on every coordinate; a "
+                "quantised or sparse payload would be unmasked to noise): choose one"
+            )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -61,6 +61,8 @@ class UnitResult:
     trust: dict | None = None
     #: Contribution accounting of a federated run (model-card section), when configured.
     contributions: dict | None = None
+    #: Update bytes on the wire (``bytes_per_round``, ``reduction``, per round), when counted.
+    traffic: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Unit:
     trust: TrustSettings | None = None
     workdir: str | None = None
     contribution: ContributionSettings | None = None
+    compression: Any = None  # matswarm.compression.CompressionSpec
+    secure_aggregation: Any = None  # matswarm.privacy.secagg.SecAggConfig
 
 
 def run_unit(unit: Unit) -> UnitResult:
@@ -105,6 +109,7 @@ def run_unit(unit: Unit) -> UnitResult:
         workdir = Path(unit.workdir) / f"{unit.method}-seed{unit.seed}"
         # An experiment run is re-run, never resumed: its chain and store skip the fsyncs.
         consortium = Consortium.embedded(workdir, unit.dataset.org_names, durable=False)
+        _secure(engine, unit, consortium)  # before the agents copy the aggregator
         engine, spec, task_id = trusted_engine(
             engine,
             consortium,
@@ -117,11 +122,14 @@ def run_unit(unit: Unit) -> UnitResult:
             name=f"{unit.method}-seed{unit.seed}",
             contribution=None if unit.contribution is None else unit.contribution.to_dict(),
         )
+    else:
+        _secure(engine, unit, None)
     hooks = None
     if validators is not None:
         assert unit.contribution is not None
         hooks = attach_contributions(engine, validators, unit.contribution)
     curve: list[float] = []
+    traffic = _compress(engine, unit)
     for t in range(1, algo.rounds + 1):
         engine.run_round(t)
         curve.append(ev.evaluate(engine.run_state.global_params).mse)
@@ -150,7 +158,32 @@ def run_unit(unit: Unit) -> UnitResult:
         seconds=time.perf_counter() - t0,
         trust=trust,
         contributions=None if hooks is None else hooks.card_section(),
+        traffic=traffic.summary() if traffic is not None else None,
     )
+
+
+def _secure(engine, unit: Unit, consortium) -> None:
+    """``[privacy] secure_aggregation``: mask every update (the consortium's keys with the trust
+    layer, else fresh simulation keys)."""
+    if unit.secure_aggregation is not None:
+        from matswarm.privacy.secagg_round import enable_secure_aggregation
+
+        if unit.trust is not None and unit.trust.attested_training:
+            raise ValueError(
+                "secure aggregation cannot be combined with attested training: a training "
+                "quote binds the plain update, which no other org may see"
+            )
+        ids = consortium.identities if consortium is not None else None
+        enable_secure_aggregation(engine, identities=ids, config=unit.secure_aggregation)
+
+
+def _compress(engine, unit: Unit):
+    """``[compression]``: each org sends compressed updates; returns the byte counter."""
+    if unit.compression is None:
+        return None
+    from matswarm.compression import enable_compression
+
+    return enable_compression(engine, unit.compression, unit.seed).traffic
 
 
 def _archive_and_verify(

@@ -46,6 +46,11 @@ class Aggregator:
         unknown = [u.org for u in updates if u.org not in self.order]
         if unknown:
             raise ValueError(f"updates from organisations outside the task: {unknown}")
+        if any(u.kind == "masked" for u in updates):
+            raise ValueError(
+                "masked updates (secure aggregation) reveal only their sum: they need "
+                "matswarm.privacy.secagg_round.SecureAggregator, not a rule on single updates"
+            )
         ordered = sorted(updates, key=lambda u: self.order[u.org])
         if self.weights is None:
             weights = np.array([u.n_samples for u in ordered], dtype=np.float64)

@@ -64,20 +64,48 @@ def encode_update(update: Update) -> bytes:
     }
     if update.attestation is not None:
         meta["attestation"] = update.attestation
+    if update.compressed is not None:  # the codec's arrays travel, not the float32 vector
+        name, params, arrays = update.compressed
+        meta["compression"] = json.dumps(
+            {"kind": name, "params": params, "size": update.vector.size}, separators=(",", ":")
+        )
+        return st_save(
+            {f"c.{k}": np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta
+        )
     return st_save({"vector": np.ascontiguousarray(update.vector)}, metadata=meta)
+
+
+def _decompress(meta: dict[str, str], tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple]:
+    from matswarm.compression import CompressionError, make_codec
+
+    try:
+        c = json.loads(meta["compression"])
+        codec = make_codec(c["kind"], **c["params"])
+        arrays = {k[2:]: v for k, v in tensors.items() if k.startswith("c.")}
+        return codec.decode(arrays, int(c["size"])), (c["kind"], c["params"], arrays)
+    except (CompressionError, KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"malformed compressed update: {exc}") from None
 
 
 def decode_update(blob: bytes) -> Update:
     tensors, meta = _load(blob, UPDATE_FORMAT)
+    compressed = None
+    if "compression" in meta:
+        vector, compressed = _decompress(meta, tensors)
+    elif "vector" in tensors:
+        vector = tensors["vector"]
+    else:
+        raise CodecError("malformed update: no 'vector' tensor")
     try:
         return Update(
             task=meta["task"],
             round=int(meta["round"]),
             org=meta["org"],
-            vector=tensors["vector"].astype(np.float32, copy=False),
+            vector=vector.astype(np.float32, copy=False),
             n_samples=int(meta["n_samples"]),
             kind=meta["kind"],
             attestation=meta.get("attestation"),
+            compressed=compressed,
         )
     except (KeyError, ValueError) as exc:
         raise CodecError(f"malformed update: {exc}") from None

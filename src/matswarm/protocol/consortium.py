@@ -157,6 +157,8 @@ def trusted_engine(
         encrypt_updates=settings.encrypt_updates,
         attested_training=settings.attested_training,
         contribution=contribution,
+        # A secure-aggregation task (matswarm.privacy.secagg_round) says so in its spec.
+        secure_aggregation=getattr(engine.aggregator, "spec_fields", lambda: None)(),
     )
     task_id = consortium.create_task(spec, engine.run_state.initial_global)
     engine.task = "0x" + task_id.hex()
@@ -168,6 +170,9 @@ def trusted_engine(
     engine.hooks = TrustedHooks(
         consortium.agents(spec, task_id, engine.aggregator, settings.enclave, policy)
     )
+    archive = getattr(engine.aggregator, "archive_transcripts", None)
+    if archive is not None:  # each round's signed unmasking transcript: store + ledger
+        archive(engine.hooks.reference, consortium.store)
     return engine, spec, task_id
 
 

@@ -85,6 +85,12 @@ class RoundHooks:
 
 ProgressFn = Callable[[int, int], None]
 
+#: Changes what the orgs send after training and before publication: ``(round, updates) ->
+#: updates``. Compression (each org sends its compressed update) and secure aggregation (each
+#: org sends its masked update) plug in here, so the trust layer signs, stores and commits
+#: exactly what crosses the org boundary.
+UpdateTransform = Callable[[int, list[Update]], list[Update]]
+
 
 def _quote_json(result: LocalResult) -> str | None:
     quote = getattr(result, "quote", None)  # set by attested training
@@ -117,6 +123,8 @@ class RoundEngine:
         self.keep_global_history = keep_global_history
         self.run_state = TaskRun(task, initial_global.copy(), initial_global.copy(), {})
         self.ring_carry: RingMessage | None = None
+        #: Applied in order to the round's updates before they are published.
+        self.transforms: list[UpdateTransform] = []
 
     def train_phase(self, round_: int) -> list[LocalResult]:
         g = self.run_state.global_params
@@ -153,14 +161,18 @@ class RoundEngine:
             for res in results
         ]
         updates = []
-        for p, upd, res in zip(self.participants, honest, results, strict=True):
+        for p, upd in zip(self.participants, honest, strict=True):
             # A Byzantine participant may replace its update after seeing the others' (the
             # colluding attacks assume that); honest participants have no ``craft``.
             craft = getattr(p, "craft", None)
             if craft is not None:
                 upd = craft(upd, [u for u in honest if u.org != upd.org])
-            self.hooks.publish(upd, res)
             updates.append(upd)
+        for transform in self.transforms:
+            updates = transform(round_, updates)
+        by_org = {r.org: r for r in results}
+        for upd in updates:
+            self.hooks.publish(upd, by_org[upd.org])
         accepted = self.hooks.collect(round_, updates)
         new_global = self.aggregator.step(g, accepted)
         global_hash = self.hooks.finalise(round_, g, new_global, accepted, self.aggregator)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-UPDATE_KINDS = ("delta", "gradient")
+#: ``masked``: a secure-aggregation input (uint32 words of Z_{2^32} carried bit for bit in the
+#: float32 vector; only :class:`matswarm.privacy.secagg_round.SecureAggregator` reads it).
+UPDATE_KINDS = ("delta", "gradient", "masked")
 
 
 def vector_hash(vector: np.ndarray) -> str:
@@ -33,6 +35,9 @@ class Update:
     #: JSON of the enclave quote over this update when training is attested (travels inside the
     #: signed envelope; verified by every org; not part of :meth:`digest`).
     attestation: str | None = None
+    #: A compressed update: ``(codec name, codec params, codec arrays)``; ``vector`` is their
+    #: deterministic decoding. The encoded update (and so its envelope) carries the arrays.
+    compressed: tuple[str, dict, dict[str, np.ndarray]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in UPDATE_KINDS:

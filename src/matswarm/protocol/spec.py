@@ -41,7 +41,7 @@ def aggregation_code_hash() -> str:
 
 
 #: Fields added after the first release; left out of the canonical JSON when None.
-OPTIONAL_FIELDS = ("contribution", "featurizer")
+OPTIONAL_FIELDS = ("contribution", "featurizer", "secure_aggregation", "compression")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,13 @@ class TaskSpec:
     #: ``formula_column`` and ``skip_invalid``); None: the tables hold the descriptors. Left out
     #: of the canonical JSON when None, so specs without it hash as they always did.
     featurizer: dict[str, Any] | None = None
+    #: Secure aggregation (``{"clip": ..., "threshold": ...}``, see
+    #: :mod:`matswarm.privacy.secagg`): updates are masked, only their sum is recomputable.
+    #: Left out of the canonical JSON when off, so other tasks' spec hashes do not change.
+    secure_aggregation: dict[str, Any] | None = None
+    #: Update compression (``{"kind", "fraction", "block", "error_feedback"}``, see
+    #: :mod:`matswarm.compression`); left out of the canonical JSON when off.
+    compression: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.participants)) != len(self.participants) or not self.participants:

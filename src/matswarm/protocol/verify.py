@@ -123,6 +123,12 @@ def verify_task(
         "initial model is the seeded initialisation the spec names",
     )
     aggregator = Aggregator(spec.build_algorithm(), spec.build_rule(), spec.participants, g)
+    if spec.secure_aggregation is not None:
+        # Masked updates: the aggregate is the unmasked sum of the committed masked updates,
+        # recomputed with each round's signed transcript anchored on the ledger.
+        from matswarm.privacy.secagg_round import ledger_aggregator
+
+        aggregator = ledger_aggregator(spec, g, ledger, store, task_id, directory)
     rep.global_params, rep.aggregator = g, aggregator
     can_decrypt = not spec.encrypt_updates or identity is not None
     if not can_decrypt:
@@ -214,7 +220,11 @@ def verify_task(
             if not accepted:
                 rep.add(False, "no valid update, yet the round was finalised", r)
                 return rep
-            g = aggregator.step(g, accepted)
+            try:
+                g = aggregator.step(g, accepted)
+            except ValueError as exc:  # e.g. a secure-aggregation transcript that fails
+                rep.add(False, f"the aggregate cannot be recomputed: {exc}", r)
+                return rep
             if not rep.add(
                 vector_hash(g) == rinfo.final_hash.hex(),
                 f"recomputed aggregate {vector_hash(g)[:12]}… equals the finalised "

@@ -42,6 +42,14 @@ def forward(message: Message, context: Context) -> Message:
     return Message(to_recorddict(reply), reply_to=message)
 
 
-for _name in ("hello", "join", "aggregate", "finish"):
+for _name in (
+    "hello",
+    "join",
+    "aggregate",
+    "finish",
+    "secagg_keys",
+    "secagg_shares",
+    "secagg_reveal",
+):
     app.query(_name)(forward)
 app.train("local")(forward)

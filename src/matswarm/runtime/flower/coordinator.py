@@ -211,6 +211,10 @@ class FlowerCoordinator:
         self.refusals: dict[str, str] = {}
         self.envelopes: dict[int, dict[str, np.ndarray]] = {}  # round -> org -> sealed update
         self.ledger_grace_s = 60.0  # extra wait for ledger transactions in a trusted round
+        #: The secure-aggregation relay (matswarm.runtime.flower.secagg.RelayBoard), if on.
+        self.secagg = None
+        #: Bytes of the training replies' update arrays per round (parallel algorithms).
+        self.update_bytes: dict[int, int] = {}
         if self.task_id and hooks is None:
             from matswarm.runtime.flower.trust import RelayHooks
 
@@ -420,9 +424,16 @@ class FlowerCoordinator:
         """Ask every live org at once; wait for all, or the deadline (then >= quorum)."""
         q = self.spec.effective_quorum
         payload = self._train_payload(round_, g, None)
-        pending = {
-            self.link.push(o.node_id, "train.local", payload, str(round_)): o.name for o in orgs
-        }
+        inbox: dict[str, Payload] = {}
+        if self.secagg is not None:  # key adverts and shares first; each node gets its inbox
+            inbox = self.secagg.setup(round_, orgs)
+            orgs = [o for o in orgs if o.name in inbox]
+        pending = {}
+        for o in orgs:
+            p = payload
+            if o.name in inbox:
+                p = Payload(dict(payload.config), {**payload.arrays, **inbox[o.name].arrays})
+            pending[self.link.push(o.node_id, "train.local", p, str(round_))] = o.name
         got: dict[str, Payload] = {}
         stall_end = self._round_started + self.stall_timeout_s
 
@@ -466,6 +477,11 @@ class FlowerCoordinator:
                 self._drop(self.orgs[name], str(rep.config["error"]))
                 continue
             results[name] = decode_result(rep)
+            # What the relay aggregates from: the model, its masked or its compressed update.
+            sent = next(
+                rep.arrays[k] for k in ("update", "masked", "gradient", "params") if k in rep.arrays
+            )
+            self.update_bytes[round_] = self.update_bytes.get(round_, 0) + int(sent.nbytes)
             if "envelope" in rep.arrays:
                 self.envelopes.setdefault(round_, {})[name] = rep.arrays["envelope"]
         for o in orgs:
@@ -492,9 +508,13 @@ class FlowerCoordinator:
         initial = spec.initial_params()
         proxies = {name: RemoteParticipant(self, self.orgs[name]) for name in spec.participants}
         aggregator = Aggregator(algo, rule, list(spec.participants), initial)
+        if spec.secure_aggregation is not None:
+            aggregator = self._secure_aggregator(algo, rule, initial)
         engine = RoundEngine(
             spec.name, algo, aggregator, list(proxies.values()), initial, self.hooks
         )
+        if self.secagg is not None:
+            engine.transforms.append(self.secagg.mark)
         self.engine = engine
         q = spec.effective_quorum
         if self._resume_model is not None:
@@ -539,6 +559,7 @@ class FlowerCoordinator:
                     "participants": list(record.participants),
                     "missing": missing,
                     "train_loss": record.train_loss,
+                    "update_bytes": self.update_bytes.get(t),
                 }
             )
             self._status(
@@ -558,6 +579,21 @@ class FlowerCoordinator:
         self.result.run = engine.run_state
         self._status("finished", f"final model {self.result.final_hash[:12]}…")
         return self.result
+
+    def _secure_aggregator(self, algo, rule, initial):
+        """Secure aggregation: this relay routes the protocol's messages and unmasks only the
+        sum (as every node does); the task must be trusted and the rule the mean."""
+        from matswarm.privacy.secagg_round import SecureAggregator, require_sum_rule
+        from matswarm.runtime.flower.secagg import RelayBoard
+
+        require_sum_rule(rule, len(self.spec.participants))
+        if not self.task_id or algo.ring:
+            raise ValueError(
+                "secure aggregation over Flower needs a trusted task (keys registered on the "
+                "ledger) and a parallel algorithm"
+            )
+        self.secagg = RelayBoard(self)
+        return SecureAggregator(algo, self.spec.participants, initial, self.secagg)
 
     def _wait_for_quorum(self, round_: int) -> None:
         q = self.spec.effective_quorum

@@ -57,6 +57,10 @@ class _Joined:
     # commitment on the ledger is for that update), never a second training step.
     last_train: tuple[tuple[int, str], Payload] | None = None
     last_aggregate: tuple[int, Payload] | None = None
+    #: Secure-aggregation clients (matswarm.runtime.flower.secagg.NodeSecAgg) of the task.
+    secagg: object = None
+    #: Update compression with this org's residual (matswarm.compression.Compression).
+    compressor: object = None
 
 
 def stats_payload(x_stats, y_stats) -> Payload:
@@ -214,6 +218,23 @@ class OrgService:
             joined.agent = self.trust().open_task(spec, task_id, joined.latest)
         else:
             check_initial(spec, initial)
+        if spec.secure_aggregation is not None:
+            from matswarm.runtime.flower.secagg import NodeSecAgg
+
+            joined.secagg = NodeSecAgg(joined.agent, spec)  # refuses an untrusted task
+        if spec.compression is not None:
+            from matswarm.compression import Compression, CompressionSpec
+
+            if spec.secure_aggregation is not None:
+                raise NodeRefusal(
+                    "compression cannot be combined with secure aggregation (masks cover every "
+                    "coordinate in Z_2^32; a quantised or sparse payload would unmask to noise)"
+                )
+
+            cs = CompressionSpec(**spec.compression)
+            joined.compressor = Compression(
+                cs.codec(), spec.participants, spec.seed, cs.error_feedback
+            )
         self.tasks[spec.name] = joined
         log.info("%s: joined task %s (%d rows)", self.org, spec.name, data.n)
         return Payload({"org": self.org, "n_samples": data.n})
@@ -239,10 +260,23 @@ class OrgService:
         res = joined.node.train(round_, start, ring_in)  # type: ignore[attr-defined]
         joined.last_round = round_
         out = encode_result(res)
+        compressed = None
+        if joined.compressor is not None:  # the compressed update travels, not the model
+            update = plain_update(joined, round_, start, res)
+            compressed = joined.compressor(round_, [update])[0]  # type: ignore[operator]
+            out = compressed_result(res, compressed)
         if joined.agent is not None:
+            from dataclasses import replace
+
             from matswarm.runtime.flower.trust import trusted_train
 
-            sealed = trusted_train(joined, joined.agent, round_, start, res)
+            mask = None
+            if compressed is not None:  # commit what was sent (named by the ledger task id)
+                mask = lambda u: replace(compressed, task=u.task)  # noqa: E731
+            if joined.secagg is not None:  # the model never leaves: only the masked update
+                mask = lambda u: joined.secagg.masked(round_, p, u)  # noqa: E731
+                out = Payload({"org": self.org, "n_samples": res.n_samples, "loss": res.loss})
+            sealed = trusted_train(joined, joined.agent, round_, start, res, mask)
             out.config.update(sealed.config)
             out.arrays.update(sealed.arrays)
         joined.last_train = (key, out)
@@ -281,10 +315,30 @@ class OrgService:
             raise NodeRefusal(
                 f"aggregate for round {round_}, but this node is at round {joined.latest_round + 1}"
             )
+        if joined.secagg is not None:
+            joined.secagg.receive_transcript(round_, p)  # type: ignore[attr-defined]
         new_global, out = trusted_aggregate(joined.agent, round_, joined.latest, p)
         joined.latest, joined.latest_round = new_global, round_
         joined.last_aggregate = (round_, out)
         return out
+
+    def _secagg(self, p: Payload):
+        joined = self.tasks.get(str(p.config["task"]))
+        if joined is None or joined.secagg is None:
+            raise NodeRefusal(f"{self.org} has no secure-aggregation task {p.config['task']!r}")
+        return joined, int(p.config["round"])
+
+    def _on_secagg_keys(self, p: Payload) -> Payload:
+        joined, round_ = self._secagg(p)
+        return joined.secagg.keys(round_, int(joined.node.n_samples))  # type: ignore[attr-defined]
+
+    def _on_secagg_shares(self, p: Payload) -> Payload:
+        joined, round_ = self._secagg(p)
+        return joined.secagg.shares(round_, p)  # type: ignore[attr-defined]
+
+    def _on_secagg_reveal(self, p: Payload) -> Payload:
+        joined, round_ = self._secagg(p)
+        return joined.secagg.reveal(round_, p)  # type: ignore[attr-defined]
 
     def _on_finish(self, p: Payload) -> Payload:
         from matswarm.protocol import vector_hash
@@ -302,6 +356,23 @@ class OrgService:
                 json.dumps({"task": joined.spec.name, "sha256": h, "round": joined.last_round})
             )
         return Payload({"org": self.org, "global_hash": h})
+
+
+def plain_update(joined: _Joined, round_: int, start: np.ndarray, res):
+    from matswarm.protocol import Update
+
+    return Update(
+        joined.spec.name, round_, res.org, res.update_vector(start), res.n_samples, res.kind
+    )
+
+
+def compressed_result(res, update) -> Payload:
+    """A training reply carrying the compressed update message (no model)."""
+    from matswarm.protocol.codec import encode_update
+
+    blob = np.frombuffer(encode_update(update), dtype=np.uint8).copy()
+    cfg = {"org": res.org, "n_samples": int(res.n_samples), "loss": float(res.loss)}
+    return Payload(cfg, {"update": blob})
 
 
 def encode_result(res) -> Payload:
@@ -325,6 +396,20 @@ def decode_result(p: Payload):
     ring = None
     if p.config.get("ring_out"):
         ring = RingMessage(p.opt_array("ring_stats"), p.opt_array("ring_params"))
+    if "masked" in p.arrays or "update" in p.arrays:
+        # Secure aggregation (masked words) or compression (the compressed update message):
+        # the relay gets what it aggregates, never the org's model.
+        if "masked" in p.arrays:
+            vector = p.array("masked")
+        else:
+            vector = _update_vector(np.asarray(p.arrays["update"], dtype=np.uint8).tobytes())
+        return LocalResult(
+            org=str(p.config["org"]),
+            params=np.zeros(0, dtype=np.float32),
+            n_samples=int(p.config["n_samples"]),
+            loss=float(p.config["loss"]),
+            gradient=vector,
+        )
     return LocalResult(
         org=str(p.config["org"]),
         params=p.array("params"),
@@ -333,3 +418,10 @@ def decode_result(p: Payload):
         ring_out=ring,
         gradient=p.opt_array("gradient"),
     )
+
+
+def _update_vector(blob: bytes) -> np.ndarray:
+    """The (decompressed) vector of an update message."""
+    from matswarm.protocol.codec import decode_update
+
+    return decode_update(blob).vector

@@ -107,19 +107,33 @@ class NodeTrust:
         if problems:
             raise SpecError("refusing the task: " + "; ".join(problems))
         aggregator = Aggregator(algo, spec.build_rule(), list(spec.participants), initial)
+        if spec.secure_aggregation is not None:  # the sum of masked updates, relayed transcript
+            from matswarm.privacy.secagg import SecAggConfig
+            from matswarm.privacy.secagg_round import RelayedTranscripts, SecureAggregator
+
+            board = RelayedTranscripts(directory, SecAggConfig(**spec.secure_aggregation))
+            aggregator = SecureAggregator(algo, spec.participants, initial, board)
         return OrgAgent(self.identity, self.ledger, self.store, spec, tid, directory, aggregator)
 
 
-def trusted_train(joined, agent, round_: int, g: np.ndarray, res) -> Payload:
-    """Seal, store and commit this org's update; the envelope travels back with the result."""
+def trusted_train(joined, agent, round_: int, g: np.ndarray, res, mask=None) -> Payload:
+    """Seal, store and commit this org's update (``mask``: what the org sends instead, e.g.
+    its masked input or compressed update); the envelope travels back with the result."""
     from matswarm.protocol import Update
 
     update = Update(
         agent.task_hex, round_, agent.name, res.update_vector(g), res.n_samples, res.kind
     )
+    out = Payload()
+    if mask is not None:
+        update = mask(update)
+        if update.kind == "masked":
+            out.arrays["masked"] = update.vector
     cid = agent.publish(update)
     blob = agent.store.get(cid)
-    return Payload({"cid": cid}, {"envelope": np.frombuffer(blob, dtype=np.uint8).copy()})
+    out.config["cid"] = cid
+    out.arrays["envelope"] = np.frombuffer(blob, dtype=np.uint8).copy()
+    return out
 
 
 def trusted_aggregate(
@@ -183,6 +197,9 @@ class RelayHooks(RoundHooks):
             {"task": c.spec.name, "round": round_},
             {f"env_{c.spec.participants.index(o)}": e for o, e in envs.items()},
         )
+        board = getattr(c, "secagg", None)
+        if board is not None and round_ in board.transcripts:  # what the nodes unmask with
+            p.arrays["transcript"] = np.frombuffer(board.transcripts[round_], np.uint8).copy()
         orgs = [o for o in c.live() if o.name in envs]
         deadline = time.monotonic() + c.spec.round_deadline_s + c.ledger_grace_s
         replies = c.link.cycle(

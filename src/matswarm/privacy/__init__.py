@@ -1,0 +1,2 @@
+"""Privacy mechanisms: secure aggregation (:mod:`matswarm.privacy.secagg`) and differential
+privacy."""
