@@ -1,0 +1,288 @@
+"""``matswarm experiment privacy``: what privacy costs in accuracy on the paper split.
+
+Part "dp": global-model test MSE against the DP budget epsilon in (inf, 10, 3, 1) at
+delta = 1e-5, for local DP (DP-SGD at each org, FedAvg on model deltas) and central DP (noise
+shares summing to one Gaussian on the aggregate, FedAdam on gradients); epsilon = inf is the
+same method and schedule without clipping or noise. The schedules (rounds, local steps, clip,
+lr) were chosen on validation rows carved from the training orgs (``bench/privacy_tune.py``),
+never on the test set.
+
+The command runs the parts in :data:`PARTS` in order, each writing its rows and plots into
+the same results.json; a part is ``fn(context) -> PartResult``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matswarm.aggregation import make_rule
+from matswarm.algorithms import FederatedAlgorithm, make_algorithm
+from matswarm.data.federated import FederatedDataset
+from matswarm.evaluation.metrics import Evaluator
+from matswarm.experiments.compare import load_data, provenance
+from matswarm.experiments.config import ExperimentConfig
+from matswarm.experiments.runner import parallel_map
+from matswarm.models import ModelSpec
+from matswarm.privacy import PrivacyConfig, PrivacyPlan, make_private
+from matswarm.runtime import build_engine, configure_torch
+
+EPSILONS: tuple[float, ...] = (math.inf, 10.0, 3.0, 1.0)
+DELTA = 1e-5
+MODES = ("local", "central")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A mode's method and schedule (chosen on validation rows, see the module docstring)."""
+
+    rounds: int
+    local_steps: int
+    lr: float
+    clip: float
+    server_lr: float | None = None
+
+
+#: Chosen with bench/privacy_tune.py on validation rows (numbers in the README).
+SCHEDULES: dict[str, Schedule] = {
+    "local": Schedule(rounds=30, local_steps=10, lr=3e-3, clip=1.0),
+    "central": Schedule(rounds=300, local_steps=1, lr=3e-3, clip=1.0),
+}
+
+
+def method_for(
+    mode: str, *, rounds: int, local_steps: int, lr: float, server_lr: float | None = None
+) -> FederatedAlgorithm:
+    """Local DP: FedAvg on deltas (DP-SGD local steps). Central DP: FedAdam on gradients (each
+    round one DP-SGD step on the union of the orgs' rows, Adam at the server)."""
+    if mode == "central":
+        algo = make_algorithm(
+            "fedadam",
+            update="gradient",
+            rounds=rounds,
+            local_steps=local_steps,
+            server_lr=server_lr if server_lr is not None else lr,
+        )
+    else:
+        algo = make_algorithm("fedavg", rounds=rounds, local_steps=local_steps, lr=lr)
+    assert isinstance(algo, FederatedAlgorithm)
+    return algo
+
+
+def run_private(
+    dataset: FederatedDataset,
+    model: ModelSpec,
+    algorithm: FederatedAlgorithm,
+    privacy: PrivacyConfig | None,
+    seed: int,
+    rule: str = "mean",
+) -> tuple[np.ndarray, PrivacyPlan | None]:
+    """Train in process (noise seeded from ``seed``: reproducible, experiments only)."""
+    configure_torch()
+    engine = build_engine(dataset, model, algorithm, make_rule(rule), seed)
+    plan = None
+    if privacy is not None:
+        plan = make_private(engine, privacy, rule_name=rule, model_name=model.name, noise_seed=seed)
+    engine.run()
+    return engine.run_state.global_params, plan
+
+
+# -- the experiment ---------------------------------------------------------------------------
+@dataclass
+class Context:
+    """What every part gets: the paper split, the model, seeds, workers, output folder."""
+
+    dataset: FederatedDataset
+    model: ModelSpec
+    seeds: list[int]
+    jobs: int
+    output: Path
+    on_done: Callable[[str], None] | None = None
+
+
+@dataclass
+class PartResult:
+    name: str
+    rows: list[dict[str, Any]]
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    planned_units: int = 0
+
+
+@dataclass(frozen=True)
+class _DPUnit:
+    dataset: FederatedDataset
+    model: ModelSpec
+    mode: str
+    epsilon: float
+    seed: int
+
+
+def _run_dp_unit(u: _DPUnit) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    s = SCHEDULES[u.mode]
+    algo = method_for(
+        u.mode, rounds=s.rounds, local_steps=s.local_steps, lr=s.lr, server_lr=s.server_lr
+    )
+    cfg = None if math.isinf(u.epsilon) else PrivacyConfig(u.mode, u.epsilon, DELTA, clip=s.clip)
+    params, plan = run_private(u.dataset, u.model, algo, cfg, u.seed)
+    m = Evaluator(u.dataset, u.model).evaluate(params)
+    spent = None if plan is None else max(plan.epsilon_after(s.rounds).values())
+    sigma = None if plan is None else max(x.noise_multiplier for x in plan.mechanisms.values())
+    return {
+        "mode": u.mode,
+        "epsilon": u.epsilon,
+        "seed": u.seed,
+        "method": algo.name,
+        "metrics": m.as_dict(),
+        "epsilon_spent": spent,
+        "noise_multiplier": sigma,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def dp_part(ctx: Context) -> PartResult:
+    """Global test MSE vs epsilon for local and central DP."""
+    units = [
+        _DPUnit(ctx.dataset, ctx.model, mode, eps, seed)
+        for mode in MODES
+        for eps in EPSILONS
+        for seed in ctx.seeds
+    ]
+
+    def done(r: dict[str, Any]) -> None:
+        if ctx.on_done:
+            ctx.on_done(f"dp {r['mode']} eps={r['epsilon']} seed {r['seed']}")
+
+    # Local DP-SGD per-sample gradients cost most: start them first.
+    cost = {"local": 3.0, "central": 1.0}
+    results = parallel_map(_run_dp_unit, units, ctx.jobs, on_done=done, cost=lambda u: cost[u.mode])
+    rows = []
+    for mode in MODES:
+        for eps in EPSILONS:
+            rs = [r for r in results if r["mode"] == mode and r["epsilon"] == eps]
+            mse = np.array([r["metrics"]["mse"] for r in rs])
+            spent = [r["epsilon_spent"] for r in rs if r["epsilon_spent"] is not None]
+            rows.append(
+                {
+                    "method": rs[0]["method"],
+                    "model": ctx.model.name,
+                    "org": "global",
+                    "mse_mean": float(mse.mean()),
+                    "mse_std": float(mse.std(ddof=1)) if len(rs) > 1 else 0.0,
+                    "rmse_mean": float(np.mean([r["metrics"]["rmse"] for r in rs])),
+                    "mae_mean": float(np.mean([r["metrics"]["mae"] for r in rs])),
+                    "r2_mean": float(np.mean([r["metrics"]["r2"] for r in rs])),
+                    "n_seeds": len(rs),
+                    "part": "dp",
+                    "mode": mode,
+                    "epsilon": None if math.isinf(eps) else eps,
+                    "delta": DELTA,
+                    "epsilon_spent": max(spent) if spent else None,
+                    "noise_multiplier": rs[0]["noise_multiplier"],
+                    "schedule": vars(SCHEDULES[mode]),
+                    "seconds": float(sum(r["seconds"] for r in rs)),
+                }
+            )
+    for mode in MODES:
+        base = next(r for r in rows if r["mode"] == mode and r["epsilon"] is None)
+        for r in rows:
+            if r["mode"] == mode:
+                r["ratio_to_nonprivate"] = r["mse_mean"] / base["mse_mean"]
+    plot = _dp_plot(rows, ctx.output / "privacy_mse_vs_epsilon.png")
+    return PartResult(
+        "dp",
+        rows,
+        files=[plot.name],
+        notes=[
+            "epsilon = null is the non-private run (same method and schedule, no clip/noise)",
+            "central: record-level DP of the aggregate (global models); an individual update "
+            "carries 1/sqrt(K) of the noise (secure aggregation hides it)",
+        ],
+        planned_units=len(units),
+    )
+
+
+def _dp_plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    finite = [e for e in EPSILONS if not math.isinf(e)]
+    inf_x = max(finite) * 3  # epsilon = inf drawn at the right edge
+    for mode in MODES:
+        rs = [r for r in rows if r["mode"] == mode]
+        xs = [inf_x if r["epsilon"] is None else r["epsilon"] for r in rs]
+        order = np.argsort(xs)
+        ax.errorbar(
+            np.array(xs)[order],
+            np.array([r["mse_mean"] for r in rs])[order],
+            yerr=np.array([r["mse_std"] for r in rs])[order],
+            marker="o",
+            capsize=3,
+            label=f"{mode} DP ({rs[0]['method']})",
+        )
+    ax.set_xscale("log")
+    ax.set_xticks([*finite, inf_x], [*(f"{e:g}" for e in finite), "∞"])
+    ax.set_xlabel(f"ε (δ = {DELTA:g})")
+    ax.set_ylabel("global test MSE (eV/atom)²")
+    ax.set_title("Privacy vs accuracy, paper split, MLP")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+#: The experiment's parts, run in order. The compression part (MSE vs bytes on the wire) is
+#: added here by :mod:`matswarm.experiments.compression`.
+PARTS: dict[str, Callable[[Context], PartResult]] = {"dp": dp_part}
+
+
+def run_privacy_experiment(
+    *,
+    seeds: int,
+    data: Path | None,
+    output: Path,
+    jobs: int,
+    parts: Sequence[str] | None = None,
+    on_done: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the chosen parts and write results.json (+ plots) to ``output``."""
+    chosen = list(parts) if parts else list(PARTS)
+    unknown = [p for p in chosen if p not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
+    cfg = ExperimentConfig.from_dict(
+        {"data": {"source": "perovskite", **({"path": str(data)} if data else {})}},
+        source="privacy",
+    )
+    dataset, _ = load_data(cfg)
+    output.mkdir(parents=True, exist_ok=True)
+    ctx = Context(dataset, ModelSpec("mlp"), list(range(seeds)), jobs, output, on_done)
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    results = [PARTS[p](ctx) for p in chosen]
+    seconds = time.perf_counter() - t0
+    doc = {
+        "units": dataset.schema.unit,
+        "rows": [r for part in results for r in part.rows],
+        "parts": {p.name: {"files": p.files, "notes": p.notes} for p in results},
+        "provenance": provenance(dataset, seconds)
+        | {"load_average_start": load0, "load_average_end": os.getloadavg()[0]},
+        "seconds": seconds,
+        "files": [f for p in results for f in p.files],
+    }
+    (output / "results.json").write_text(json.dumps(doc, indent=2))
+    return doc
