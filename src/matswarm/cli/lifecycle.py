@@ -259,6 +259,7 @@ def task_create(
             vector_hash(initial),
             encrypt_updates=encrypt,
             round_duration_s=deadline,
+            privacy=_privacy_of(cfg, algo),
         )
         issuer = h.identity(by, _passphrase(by))
         if by not in names:
@@ -356,6 +357,19 @@ def task_status(
         fail(str(exc))
 
 
+def _privacy_of(cfg, algo) -> dict | None:
+    """The config's [privacy] section for the spec, checked against the task's method."""
+    if cfg.privacy is None:
+        return None
+    from matswarm.privacy.dp import check_compatible
+
+    try:
+        check_compatible(cfg.privacy, algo, cfg.model.name)
+    except ValueError as exc:
+        fail(f"{cfg.source}: {exc}")
+    return cfg.privacy.to_dict()
+
+
 def task_run_local(
     task: Annotated[str, typer.Argument(help="Task id (0x…).")],
     home: HomeOpt = None,
@@ -389,6 +403,8 @@ def task_run_local(
             progress.console.print(f"round {d['round']}: {d['org']} committed", highlight=False)
         elif kind == "round":
             progress.update(bar["id"], advance=1)
+            if "privacy" in d:  # the DP spend, every round
+                progress.console.print(d["privacy"], highlight=False)
 
     try:
         tid = parse_task_id(task)

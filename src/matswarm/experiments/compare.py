@@ -122,6 +122,7 @@ def run_comparison(
             seed,
             trust,
             str(Path(cfg.output) / "trust"),
+            cfg.privacy if cfg.algorithm(m).federated else None,
         )
         for seed in cfg.seeds
         for m in cfg.methods
@@ -190,6 +191,7 @@ def _write_json(out, cfg, dataset, rows, dummy, results, seconds, notice) -> Pat
                 "mse": {k: m.mse for k, m in r.metrics.items()},
                 "test_mse_per_round": r.test_mse_per_round,
                 "trust": r.trust,
+                **({"privacy": r.privacy} if r.privacy else {}),
             }
             for r in results
         ],

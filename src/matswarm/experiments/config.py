@@ -22,6 +22,7 @@ from matswarm.algorithms import (
 )
 from matswarm.data import SplitSpec
 from matswarm.models import ModelSpec
+from matswarm.privacy.dp import PrivacyConfig
 
 
 class ConfigError(ValueError):
@@ -104,6 +105,29 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "tol": ((int, float), None, "geomed: relative tolerance"),
         "max_iter": ((int,), None, "geomed: iteration cap"),
     },
+    "privacy": {
+        "mode": (
+            (str,),
+            None,
+            "local (DP-SGD at each org) | central (noise shares on the "
+            "aggregate; needs update = 'gradient'); absent section: no DP",
+        ),
+        "epsilon": ((int, float), None, "target epsilon over all planned rounds (required)"),
+        "delta": ((int, float), 1e-5, "target delta"),
+        "clip": ((int, float), 1.0, "per-sample gradient L2 bound (standardised units)"),
+        "noise_multiplier": (
+            (int, float),
+            None,
+            "fixed sigma (default: calibrated to epsilon over the rounds; a fixed one whose "
+            "budget runs out before the last round is refused)",
+        ),
+        "accountant": ((str,), "rdp", "Opacus accountant: rdp | prv"),
+        "sample_rate": (
+            (int, float),
+            None,
+            "central: common Poisson rate (default batch_size / mean org rows)",
+        ),
+    },
     "run": {
         "seeds": ((int, list), 3, "number of seeds (0..N-1) or an explicit list"),
         "jobs": ((int,), 2, "parallel worker processes"),
@@ -145,6 +169,8 @@ class ExperimentConfig:
     jobs: int = 2
     output: str = "matswarm-results"
     source: str = "<defaults>"
+    #: The ``[privacy]`` section (None: no differential privacy).
+    privacy: PrivacyConfig | None = None
 
     def algorithm(self, method: str) -> Algorithm:
         common = {
@@ -171,6 +197,7 @@ class ExperimentConfig:
             "training": {m: self.algorithm(m).get_params() for m in self.methods},
             "aggregation": {"rule": self.rule, **self.rule_params},
             "seeds": self.seeds,
+            **({"privacy": self.privacy.to_dict()} if self.privacy else {}),
         }
 
     @classmethod
@@ -249,6 +276,7 @@ class ExperimentConfig:
         if not seeds:
             raise ConfigError(f"{source}: [run] seeds must name at least one seed")
         agg = sections.get("aggregation", {})
+        privacy = _privacy_section(sections.get("privacy"), source)
         cfg = cls(
             data=data,
             split=split,
@@ -261,6 +289,7 @@ class ExperimentConfig:
             jobs=get("run", "jobs"),
             output=get("run", "output"),
             source=source,
+            privacy=privacy,
         )
         cfg.validate()
         return cfg
@@ -281,3 +310,44 @@ class ExperimentConfig:
             raise ConfigError(f"{self.source}: {exc}") from None
         if self.jobs < 1:
             raise ConfigError(f"{self.source}: [run] jobs must be >= 1, got {self.jobs}")
+        if self.privacy is not None:
+            from matswarm.algorithms import FederatedAlgorithm
+            from matswarm.privacy.dp import check_compatible
+
+            try:
+                for m in self.methods:
+                    algo = self.algorithm(m)
+                    if isinstance(algo, FederatedAlgorithm):
+                        check_compatible(self.privacy, algo, self.model.name)
+            except ValueError as exc:
+                raise ConfigError(f"{self.source}: {exc}") from None
+
+    def check_privacy_budget(self, org_rows: dict[str, int]) -> None:
+        """Plan every private method's budget for these orgs; a budget that runs out before
+        the last round is a :class:`ConfigError` naming the fields."""
+        if self.privacy is None:
+            return
+        from matswarm.algorithms import FederatedAlgorithm
+
+        try:
+            for m in self.methods:
+                algo = self.algorithm(m)
+                if isinstance(algo, FederatedAlgorithm):
+                    self.privacy.plan(algo, self.rule, org_rows, self.model.name)
+        except ValueError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+
+
+def _privacy_section(values: dict[str, Any] | None, source: str) -> PrivacyConfig | None:
+    """The ``[privacy]`` section as a :class:`PrivacyConfig` (None when absent)."""
+    if values is None:
+        return None
+    missing = [k for k in ("mode", "epsilon") if k not in values]
+    if missing:
+        raise ConfigError(f"{source}: [privacy] needs {' and '.join(missing)}")
+    try:
+        return PrivacyConfig.from_dict(
+            {k: (float(v) if isinstance(v, int) and k != "mode" else v) for k, v in values.items()}
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None

@@ -22,6 +22,7 @@ from matswarm.algorithms import Algorithm, Baseline, FederatedAlgorithm
 from matswarm.data.federated import FederatedDataset
 from matswarm.evaluation.metrics import Evaluator, Metrics
 from matswarm.models import ModelSpec
+from matswarm.privacy import PrivacyConfig, make_private
 from matswarm.protocol.consortium import Consortium, TrustSettings, finish_task, trusted_engine
 from matswarm.protocol.verify import first_failure_line, verify_task
 from matswarm.runtime import build_engine, configure_torch, run_baseline
@@ -53,6 +54,8 @@ class UnitResult:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
     trust: dict | None = None
+    #: The DP plan's summary (model card section) when the unit ran with [privacy].
+    privacy: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Unit:
     seed: int
     trust: TrustSettings | None = None
     workdir: str | None = None
+    privacy: PrivacyConfig | None = None
 
 
 def run_unit(unit: Unit) -> UnitResult:
@@ -86,6 +90,16 @@ def run_unit(unit: Unit) -> UnitResult:
         )
     assert isinstance(algo, FederatedAlgorithm)
     engine = build_engine(unit.dataset, unit.model, algo, unit.rule, unit.seed)
+    plan = None
+    if unit.privacy is not None:
+        # Noise seeded from the unit's seed: reproducible experiment numbers (not private).
+        plan = make_private(
+            engine,
+            unit.privacy,
+            rule_name=unit.rule.name,
+            model_name=unit.model.name,
+            noise_seed=unit.seed,
+        )
     consortium = None
     if unit.trust is not None and unit.trust.enabled:
         if unit.workdir is None:
@@ -103,6 +117,7 @@ def run_unit(unit: Unit) -> UnitResult:
             schema=unit.dataset.schema.to_dict(),
             settings=unit.trust,
             name=f"{unit.method}-seed{unit.seed}",
+            privacy=None if plan is None else unit.privacy.resolved(plan).to_dict(),
         )
     curve: list[float] = []
     for t in range(1, algo.rounds + 1):
@@ -116,9 +131,12 @@ def run_unit(unit: Unit) -> UnitResult:
     metrics = {"global": ev.evaluate(run.global_params)}
     metrics.update({org: ev.evaluate(p) for org, p in run.local_params.items()})
     trust = None
+    privacy = None if plan is None else plan.summary(algo.rounds)
     if consortium is not None:
         try:
-            trust = _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdir)
+            trust = _archive_and_verify(
+                consortium, spec, task_id, engine, unit, metrics, workdir, privacy
+            )
         finally:
             consortium.close()
     return UnitResult(
@@ -130,10 +148,13 @@ def run_unit(unit: Unit) -> UnitResult:
         predictions={"global": ev.predict(run.global_params)},
         seconds=time.perf_counter() - t0,
         trust=trust,
+        privacy=privacy,
     )
 
 
-def _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdir) -> dict:
+def _archive_and_verify(
+    consortium, spec, task_id, engine, unit, metrics, workdir, privacy=None
+) -> dict:
     """Upload the final model with its card, then re-derive the whole task as an auditor would
     (using a participant's key to read the encrypted updates)."""
     ds = unit.dataset
@@ -146,6 +167,7 @@ def _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdi
         extra_card={
             "scaler": ds.standardizer.to_dict(),
             "metrics_test": {k: m.as_dict() for k, m in metrics.items()},
+            **({"privacy": privacy} if privacy is not None else {}),
         },
     )
     first = spec.participants[0]

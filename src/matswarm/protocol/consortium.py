@@ -140,8 +140,12 @@ def trusted_engine(
     schema: dict,
     settings: TrustSettings,
     name: str = "task",
+    privacy: dict[str, Any] | None = None,
 ) -> tuple[RoundEngine, TaskSpec, bytes]:
-    """Attach the trust layer to an in-process engine: create the task, one agent per org."""
+    """Attach the trust layer to an in-process engine: create the task, one agent per org.
+
+    ``privacy`` (a resolved :class:`~matswarm.privacy.PrivacyConfig` as a dict) is pinned in
+    the spec; the engine's participants must already be private (``make_private``)."""
     spec = TaskSpec.for_run(
         name,
         [p.name for p in engine.participants],
@@ -153,6 +157,7 @@ def trusted_engine(
         vector_hash(engine.run_state.initial_global),
         encrypt_updates=settings.encrypt_updates,
         attested_training=settings.attested_training,
+        privacy=privacy,
     )
     task_id = consortium.create_task(spec, engine.run_state.initial_global)
     engine.task = "0x" + task_id.hex()
@@ -223,6 +228,7 @@ def finish_task(
                 for name, a in agents.items()
                 for r in a.record.rejections
             ],
+            "reports": {name: a.record.reports for name, a in agents.items() if a.record.reports},
         },
         "attestation": {
             "backend": "simulated" if any(a.enclave for a in agents.values()) else None,

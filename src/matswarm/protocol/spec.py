@@ -24,7 +24,7 @@ from matswarm.trust import measure_modules
 SPEC_FORMAT = "matswarm-task/v1"
 
 # The code each side runs; its measurement is what a node compares with its installed copy.
-TRAINING_CODE = ("matswarm.algorithms", "matswarm.models", "matswarm.data")
+TRAINING_CODE = ("matswarm.algorithms", "matswarm.models", "matswarm.data", "matswarm.privacy")
 AGGREGATION_CODE = ("matswarm.aggregation", "matswarm.protocol.aggregator")
 
 
@@ -65,6 +65,10 @@ class TaskSpec:
     #: Updates a relayed round needs to go on without the missing orgs. None: ceil(2n/3), the
     #: ledger's default quorum.
     quorum: int | None = None
+    #: Differential privacy (:class:`matswarm.privacy.PrivacyConfig` as a dict; central mode
+    #: with its sample rate and noise multiplier pinned). None: no DP, and absent from the JSON
+    #: so that the hashes of specs without it are unchanged.
+    privacy: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.participants)) != len(self.participants) or not self.participants:
@@ -110,9 +114,19 @@ class TaskSpec:
     def build_rule(self) -> AggregationRule:
         return make_rule(self.rule, **self.rule_params)
 
+    def build_privacy(self):
+        """The task's :class:`~matswarm.privacy.PrivacyConfig`, or None."""
+        if self.privacy is None:
+            return None
+        from matswarm.privacy import PrivacyConfig
+
+        return PrivacyConfig.from_dict(self.privacy)
+
     def to_json(self) -> bytes:
         """Canonical bytes: sorted keys, no whitespace."""
         d = asdict(self)
+        if d["privacy"] is None:
+            del d["privacy"]
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod

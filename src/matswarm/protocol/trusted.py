@@ -120,6 +120,8 @@ class AgentRecord:
     vote_txs: dict[int, str] = field(default_factory=dict)
     quotes: dict[int, str] = field(default_factory=dict)  # round -> quote content id
     rejections: list[Rejection] = field(default_factory=list)
+    #: round -> {kind: content id} of the reports this org anchored (e.g. "dp-epsilon").
+    reports: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
 class OrgAgent:
@@ -197,6 +199,24 @@ class OrgAgent:
         )
         if self.batch is not None:
             self.queued_commitment = Commitment(self.identity.evm_address, digest, cid, -1, "")
+        return cid
+
+    def report(self, round_: int, kind: str, document: bytes) -> str:
+        """Sign ``document`` (a per-round report, e.g. the DP spend), store it and anchor its
+        hash and content id on the ledger under ``kind``; returns the content id."""
+        env = seal(
+            self.identity, task_id=self.task_hex, round=round_, kind=kind, payload=document
+        )
+        blob = env.to_bytes()
+        cid = self.store.put(blob)
+        self._send(
+            "report",
+            round_,
+            self.ledger.tx.record_report(
+                self.task_id, round_, kind, hashlib.sha256(blob).digest(), cid
+            ),
+        )
+        self.record.reports.setdefault(round_, {})[kind] = cid
         return cid
 
     def _send(self, kind: str, round_: int, call: TxCall) -> None:
@@ -392,7 +412,11 @@ class TrustedHooks(RoundHooks):
             raise failure
 
     def publish(self, update: Update, result: LocalResult) -> None:
-        cid = self.agents[update.org].publish(update)
+        agent = self.agents[update.org]
+        cid = agent.publish(update)
+        # Reports a participant attaches to its result (its DP spend): signed, anchored.
+        for kind, document in getattr(result, "reports", ()):
+            agent.report(update.round, kind, document)
         self._published.append({"round": update.round, "org": update.org, "cid": cid})
 
     def collect(self, round_: int, updates: list[Update]) -> list[Update]:
