@@ -81,6 +81,12 @@ UPDATE_KIND = "local_update"
 RING_KIND = "ring_intermediate"
 
 
+def report_envelope_kind(kind: str) -> str:
+    """The envelope kind of a report anchored under ledger kind ``kind`` (envelope kinds are
+    identifiers: ``dp-epsilon`` travels as ``dp_epsilon``)."""
+    return kind.replace("-", "_")
+
+
 class ProtocolError(RuntimeError):
     """The round could not complete as the protocol requires (names the round and the cause)."""
 
@@ -205,7 +211,11 @@ class OrgAgent:
         """Sign ``document`` (a per-round report, e.g. the DP spend), store it and anchor its
         hash and content id on the ledger under ``kind``; returns the content id."""
         env = seal(
-            self.identity, task_id=self.task_hex, round=round_, kind=kind, payload=document
+            self.identity,
+            task_id=self.task_hex,
+            round=round_,
+            kind=report_envelope_kind(kind),
+            payload=document,
         )
         blob = env.to_bytes()
         cid = self.store.put(blob)
@@ -483,4 +493,5 @@ __all__ = [
     "TrustedHooks",
     "directory_from_ledger",
     "org_metadata",
+    "report_envelope_kind",
 ]
