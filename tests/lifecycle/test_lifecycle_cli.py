@@ -19,10 +19,21 @@ runner = CliRunner()
 ORGS = ("lab-a", "lab-b", "lab-c")
 
 
+TASK_TOML = (
+    "[data]\ntarget = 'y'\nunit = 'a.u.'\n[model]\nhidden = 8\n"
+    "[training]\nrounds = 4\nlocal_steps = 3\n[run]\nseeds = [0]\n"
+)
+
+
 @pytest.fixture()
 def consortium(tmp_path, monkeypatch):
     """Three orgs with keystores (passphrase from the environment), admitted and registered,
     and a 4-round MatSwarm task that all three joined with their own CSV."""
+    return setup_consortium(tmp_path, monkeypatch, TASK_TOML, "matswarm")
+
+
+def setup_consortium(tmp_path, monkeypatch, task_toml: str, algorithm: str):
+    """The :func:`consortium` fixture's set-up for a task config ``task_toml`` and method."""
     home = tmp_path / "home"
     monkeypatch.setenv("MATSWARM_HOME", str(home))
     monkeypatch.setenv("MATSWARM_PASSPHRASE", "test-only-passphrase")
@@ -45,10 +56,7 @@ def consortium(tmp_path, monkeypatch):
         tables[f"org{i + 1}"].to_csv(f, index=False)
         files.append(f)
     cfg = tmp_path / "task.toml"
-    cfg.write_text(
-        "[data]\ntarget = 'y'\nunit = 'a.u.'\n[model]\nhidden = 8\n"
-        "[training]\nrounds = 4\nlocal_steps = 3\n[run]\nseeds = [0]\n"
-    )
+    cfg.write_text(task_toml)
     out = ok(
         "task",
         "create",
@@ -60,7 +68,7 @@ def consortium(tmp_path, monkeypatch):
         "--schema-from",
         str(files[0]),
         "--algorithm",
-        "matswarm",
+        algorithm,
     )
     task = next(w for w in out.split() if w.startswith("0x"))
     for org, f in zip(ORGS, files, strict=True):

@@ -13,6 +13,7 @@ import torch
 from tests.trustflow.helpers import SPEC
 
 from matswarm.aggregation import make_rule
+from matswarm.aggregation.registry import RULES
 from matswarm.algorithms import make_algorithm
 from matswarm.experiments.config import ConfigError, ExperimentConfig
 from matswarm.privacy import BudgetError, PrivacyConfig, make_private
@@ -269,3 +270,25 @@ def test_spec_without_privacy_keeps_its_json():
     )
     assert "privacy" not in json.loads(spec.to_json())
     assert TaskSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize("rule", [*sorted(RULES), "nnm+geomed"])
+def test_central_dp_runs_under_every_rule(rule):
+    from matswarm.data import synthetic
+
+    ds = synthetic.make_dataset(n_rows=7 * 40, n_features=8, n_orgs=7, n_test=20, seed=3)
+    algo = make_algorithm(
+        "fedavg", update="gradient", rounds=2, local_steps=1, batch_size=8, server_lr=0.1
+    )
+    try:
+        built = make_rule(rule, f=1)
+    except ValueError:  # a rule without an f
+        built = make_rule(rule)
+    eng = build_engine(ds, SPEC, algo, built, 0)
+    plan = make_private(
+        eng, PrivacyConfig("central", 2.0), rule_name=built.name, model_name="mlp", noise_seed=1
+    )
+    out = eng.run().global_params
+    assert np.isfinite(out).all() and not np.array_equal(out, eng.run_state.initial_global)
+    want = 1 / math.sqrt(7) if rule == "mean" else 1.0  # only a sum adds the shares up
+    assert all(v == pytest.approx(want) for v in plan.shares.values())
