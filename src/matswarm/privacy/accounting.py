@@ -23,7 +23,17 @@ class BudgetError(ValueError):
     """The privacy budget cannot cover the planned rounds (the message names the fields)."""
 
 
+def _require_opacus() -> None:
+    try:
+        import opacus  # noqa: F401
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "differential privacy needs Opacus: pip install 'matswarm[privacy]'"
+        ) from None
+
+
 def _accountant(kind: str):
+    _require_opacus()
     from opacus.accountants import PRVAccountant, RDPAccountant
 
     if kind == "rdp":
@@ -35,6 +45,7 @@ def _accountant(kind: str):
 
 @lru_cache(maxsize=256)
 def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> tuple[float, ...]:
+    _require_opacus()
     from opacus.accountants import RDPAccountant
     from opacus.accountants.analysis.rdp import compute_rdp
 
@@ -83,6 +94,7 @@ def calibrate(
 ) -> float:
     """The smallest noise multiplier (to Opacus' tolerance) whose epsilon after ``steps`` is at
     most ``target_epsilon``."""
+    _require_opacus()
     from opacus.accountants.utils import get_noise_multiplier
 
     with warnings.catch_warnings():
