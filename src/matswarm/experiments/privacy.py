@@ -53,7 +53,7 @@ class Schedule:
 
 #: Chosen with bench/privacy_tune.py on validation rows (numbers in the README).
 SCHEDULES: dict[str, Schedule] = {
-    "local": Schedule(rounds=50, local_steps=20, lr=3e-3, clip=1.0),
+    "local": Schedule(rounds=200, local_steps=5, lr=3e-3, clip=1.0),
     "central": Schedule(rounds=200, local_steps=1, lr=5e-3, clip=1.0),
 }
 #: The default non-private FedAvg (the project's validation-chosen schedule), for reference.
