@@ -15,9 +15,9 @@ datasets differ in one material's row at one organisation.
   on the pooled sum, and no party ever knows the total noise. With the mean rule the guarantee
   holds for the aggregate (the global models): against model users, and against every party
   when the updates are only ever seen summed (secure aggregation). One update on its own
-  carries ``1/sqrt(K)`` of the noise; its epsilon is reported too (``update_epsilon``). A robust
-  rule (median, Krum, ...) can output one org's update nearly as is, so there each org adds the
-  full ``sigma * clip`` and the guarantee is per update.
+  carries ``1/sqrt(K)`` of the noise; its epsilon is reported too (``update_epsilon_spent``). A
+  robust rule (median, Krum, ...) can output one org's update nearly as is, so there each org adds
+  the full ``sigma * clip`` and the guarantee is per update.
 
 Why not Opacus' ``PrivacyEngine``: its optimiser noises ``p.grad_sample`` of the whole loss and
 assumes one data loader per optimiser step. Our loss has data-independent terms that must not be
@@ -27,9 +27,10 @@ and central mode needs the noise split into shares. So per-sample gradients come
 clipping and noise are the ~20 lines of :class:`SampledGaussianGradient`, and accounting is
 Opacus' (:mod:`matswarm.privacy.accounting`).
 
-Noise and batch sampling draw from a generator the org seeds from OS entropy: the task seed is
-public (in the spec), so noise derived from it could be subtracted and sampled indices known.
-Experiments pass ``noise_seed`` for reproducible numbers; that is not private.
+Noise and batch sampling draw from a numpy PCG64 generator the org seeds with 128 bits of OS
+entropy (``secrets``): the task seed is public (in the spec), so noise derived from it could be
+subtracted and sampled indices known. Experiments pass ``noise_seed`` for reproducible numbers;
+that is not private.
 """
 
 from __future__ import annotations
@@ -423,7 +424,10 @@ class PrivateOrg:
         )
 
     def __getattr__(self, name: str) -> Any:  # the wrapped node's model, data, algorithm, ...
-        return getattr(self.__dict__["node"], name)
+        node = self.__dict__.get("node")
+        if node is None:  # during unpickling/copying, before __init__'s attributes exist
+            raise AttributeError(name)
+        return getattr(node, name)
 
     @property
     def n_samples(self) -> int:
