@@ -185,14 +185,17 @@ def test_a_round_beyond_the_plan_is_refused(small_synthetic):
 
 
 @pytest.mark.parametrize(
-    ("mode", "rule", "update"),
+    ("mode", "rule", "update", "attested"),
     [
-        ("local", "mean", "delta"),
-        ("central", "mean", "gradient"),
-        ("central", "geomed", "gradient"),
+        ("local", "mean", "delta", False),
+        ("local", "mean", "delta", True),  # the enclave's quote covers the DP training code
+        ("central", "mean", "gradient", False),
+        ("central", "geomed", "gradient", False),
     ],
 )
-def test_private_task_through_the_trust_layer(small_synthetic, tmp_path, mode, rule, update):
+def test_private_task_through_the_trust_layer(
+    small_synthetic, tmp_path, mode, rule, update, attested
+):
     rounds = 2
     algo = make_algorithm(
         "fedavg", rounds=rounds, local_steps=3, batch_size=16, update=update, server_lr=0.1
@@ -200,7 +203,9 @@ def test_private_task_through_the_trust_layer(small_synthetic, tmp_path, mode, r
     cons = Consortium.embedded(tmp_path, small_synthetic.org_names, durable=False)
     try:
         priv = PrivacyConfig(mode, 4.0, clip=0.5)
-        eng, spec, task_id, plan = _trusted_private(cons, small_synthetic, algo, rule, priv)
+        eng, spec, task_id, plan = _trusted_private(
+            cons, small_synthetic, algo, rule, priv, attested
+        )
         eng.run()
         cid, _card = finish_task(
             cons,
@@ -239,7 +244,7 @@ def test_private_task_through_the_trust_layer(small_synthetic, tmp_path, mode, r
         cons.close()
 
 
-def _trusted_private(cons, ds, algo, rule, priv):
+def _trusted_private(cons, ds, algo, rule, priv, attested=False):
     """A private engine (reproducible noise) with the trust layer attached, spec pinning it."""
     from matswarm.protocol.consortium import TrustSettings, trusted_engine
 
@@ -253,7 +258,7 @@ def _trusted_private(cons, ds, algo, rule, priv):
         rule=make_rule(rule),
         seed=0,
         schema=ds.schema.to_dict(),
-        settings=TrustSettings(),
+        settings=TrustSettings(attested_training=attested),
         privacy=priv.resolved(plan).to_dict(),
     )
     return eng, spec, task_id, plan
