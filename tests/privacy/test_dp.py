@@ -3,7 +3,6 @@ runs through the trust layer with their ε reports anchored on the ledger."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 
@@ -18,12 +17,11 @@ from matswarm.algorithms import make_algorithm
 from matswarm.experiments.config import ConfigError, ExperimentConfig
 from matswarm.privacy import BudgetError, PrivacyConfig, make_private
 from matswarm.privacy.dp import REPORT_KIND, SampledGaussianGradient, per_sample_gradients
+from matswarm.privacy.reports import _check_document, audit_reports
 from matswarm.protocol.archive import read_archive
 from matswarm.protocol.consortium import Consortium, finish_task
-from matswarm.protocol.trusted import report_envelope_kind
 from matswarm.protocol.verify import first_failure_line, verify_task
 from matswarm.runtime import build_engine
-from matswarm.trust import Envelope, EnvelopeVerifier
 
 
 def _loop_grads(model, xb, yb):
@@ -218,23 +216,28 @@ def test_private_task_through_the_trust_layer(
         first = cons.identities[spec.participants[0]]
         report = verify_task(cons.ledger, cons.store, task_id, identity=first)
         assert report.ok, first_failure_line(report)
-        reports = cons.ledger.reports(task_id, kind=REPORT_KIND)
-        assert len(reports) == rounds * len(small_synthetic.org_names)
         directory = {n: i.public for n, i in cons.identities.items()}
-        verifier = EnvelopeVerifier(directory, task_id="0x" + task_id.hex())
-        by_addr = {i.evm_address: n for n, i in cons.identities.items()}
+        reports, problems = audit_reports(cons.ledger, cons.store, task_id, spec, directory)
+        assert problems == []
+        assert len(reports) == rounds * len(small_synthetic.org_names)
         for rep in reports:
-            blob = cons.store.get(rep.cid)
-            assert hashlib.sha256(blob).digest() == rep.digest
-            env = Envelope.from_bytes(blob)
-            assert env.sender == by_addr[rep.reporter]  # signed by the org that anchored it
-            kind = report_envelope_kind(REPORT_KIND)
-            doc = json.loads(verifier.verify(env, round=rep.round, kind=kind))
-            assert doc["org"] == env.sender and doc["round"] == rep.round
-            assert doc["epsilon_spent"] == pytest.approx(
-                plan.mechanisms[doc["org"]].epsilon_after(rep.round)
+            assert rep.epsilon_spent == pytest.approx(
+                plan.mechanisms[rep.org].epsilon_after(rep.round)
             )
-            assert doc["epsilon_spent"] <= 4.0
+            assert rep.epsilon_spent <= 4.0
+        if mode == "central" and rule == "mean":
+            # An org that anchors an understated spend is caught by the audit.
+            org = spec.participants[1]
+            agent = eng.hooks.agents[org]
+            doc = plan.report(org, 1) | {"epsilon_spent": 0.01}
+            agent.batch = None  # send on its own, outside a round's batch
+            agent.report(1, REPORT_KIND, json.dumps(doc).encode())
+            _, problems = audit_reports(cons.ledger, cons.store, task_id, spec, directory)
+            assert len(problems) == 1 and "[replay]" in problems[0]  # a second round-1 report
+            # ... and on its own, the understated claim is what the audit names.
+            cfg = spec.build_privacy()
+            problems = _check_document(doc, org, 1, cfg, 3)
+            assert len(problems) == 1 and "claims epsilon 0.01" in problems[0]
         _, stored = read_archive(cons.store.get(cid))
         assert stored["privacy"]["mode"] == mode
         assert stored["privacy"]["epsilon_per_round"][-1] <= 4.0
