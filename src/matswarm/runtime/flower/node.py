@@ -197,6 +197,11 @@ class OrgService:
                     raise NodeRefusal("the statistics relayed for this org are not its own")
         std = Standardizer.from_stats(MomentStats.combine(xs), MomentStats.combine(ys))
         data = StandardizedOrg(self.org, std.transform_x(X), std.transform_y(y))
+        if spec.privacy is not None:  # never train a private task without its noise
+            raise NodeRefusal(
+                "differential privacy ([privacy] in the task spec) is not wired into the Flower "
+                "runtime yet; run the task with `matswarm task run-local`"
+            )
         algo = spec.build_algorithm()
         with _TORCH_SEED_LOCK:  # model init seeds torch's global generator
             model = spec.model_spec().build(len(spec.schema["features"]), spec.seed)
