@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from matswarm.algorithms.training import ExtraLoss, adam, train_local
+from matswarm.algorithms.training import ExtraLoss, PrivateGradient, adam, train_local
 from matswarm.data.federated import StandardizedOrg
 from matswarm.models.base import RegressionModel
 
@@ -203,11 +203,12 @@ class FederatedAlgorithm(Algorithm):
         ring_in: RingMessage | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         round_: int = 1,
+        private: PrivateGradient | None = None,
     ) -> LocalResult:
         """Start from ``start_params``, run the shared loop, return the local model.
 
         ``optimizer`` is the org's persistent optimiser (see :meth:`make_optimizer`); without one
-        a fresh Adam is used.
+        a fresh Adam is used. ``private`` makes the loop DP-SGD (:mod:`matswarm.privacy`).
         """
         model.set_flat(start_params)
         stats = train_local(
@@ -221,6 +222,7 @@ class FederatedAlgorithm(Algorithm):
             extra=self.extra_loss(start_params, data, ring_in),
             optimizer=optimizer,
             task=data.task,
+            private=private,
         )
         ring_out = self.ring_message(model, data) if self.ring else None
         return LocalResult(data.name, model.get_flat(), data.n, stats.mean_loss, ring_out)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from matswarm.algorithms.base import FederatedAlgorithm, LocalResult, RingMessage, warn_degenerate
-from matswarm.algorithms.training import ExtraLoss, local_gradient
+from matswarm.algorithms.training import ExtraLoss, PrivateGradient, local_gradient
 from matswarm.data.federated import StandardizedOrg
 from matswarm.models.base import RegressionModel
 
@@ -65,10 +65,18 @@ class FedAvg(FederatedAlgorithm):
         ring_in: RingMessage | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         round_: int = 1,
+        private: PrivateGradient | None = None,
     ) -> LocalResult:
         if self.update == "delta":
             return super().local_train(
-                model, data, start_params, rng, ring_in, optimizer=optimizer, round_=round_
+                model,
+                data,
+                start_params,
+                rng,
+                ring_in,
+                optimizer=optimizer,
+                round_=round_,
+                private=private,
             )
         model.set_flat(start_params)
         grad, loss = local_gradient(
@@ -80,6 +88,7 @@ class FedAvg(FederatedAlgorithm):
             rng=rng,
             extra=self.extra_loss(start_params, data, ring_in),
             task=data.task,
+            private=private,
         )
         return LocalResult(data.name, start_params.copy(), data.n, loss, gradient=grad)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,6 +22,27 @@ ExtraLoss = Callable[[RegressionModel, torch.Tensor], torch.Tensor]
 """``extra(model, u_batch) -> scalar`` added to the batch loss."""
 
 TASKS = ("regression", "classification")
+
+
+class PrivateGradient(Protocol):
+    """A differentially private replacement for the batch gradient (see
+    :mod:`matswarm.privacy.dp`): its own batch sampling (Poisson, from a generator the org
+    keeps secret) and per-sample clipped, noised gradients."""
+
+    def batches(
+        self, X: np.ndarray, y: np.ndarray, steps: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def gradient(
+        self,
+        model: RegressionModel,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        extra: ExtraLoss | None,
+        task: str = "regression",
+    ) -> tuple[list[torch.Tensor], float, float]:
+        """``(gradient per parameter, batch loss, batch task loss)``."""
+        ...
 
 
 def adam(model: RegressionModel, lr: float) -> torch.optim.Adam:
@@ -49,11 +71,13 @@ def train_local(
     extra: ExtraLoss | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     task: str = "regression",
+    private: PrivateGradient | None = None,
 ) -> TrainStats:
     """Run ``steps`` Adam steps on minibatches of ``(X, y)`` (float32, standardised).
 
     Batches are drawn epoch by epoch from a permutation from ``rng`` so the same seed gives the
     same trajectory. The optimiser state starts fresh on every call (one call per round).
+    With ``private`` (DP-SGD), batches and gradients come from it instead (``rng`` is unused).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -65,6 +89,15 @@ def train_local(
         group["lr"] = lr
     model.train()
     total, last_mse = 0.0, float("nan")
+    if private is not None:
+        params = list(model.parameters())
+        for xb, yb in private.batches(X, y, steps):
+            grads, loss_v, last_mse = private.gradient(model, xb, yb, extra, task)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            opt.step()
+            total += loss_v
+        return TrainStats(steps=steps, mean_loss=total / max(steps, 1), last_mse=last_mse)
     for xb, yb in _minibatches(X, y, steps, batch_size, rng):
         loss, mse = _batch_loss(model, xb, yb, extra, task)
         opt.zero_grad(set_to_none=True)
@@ -85,9 +118,11 @@ def local_gradient(
     rng: np.random.Generator,
     extra: ExtraLoss | None = None,
     task: str = "regression",
+    private: PrivateGradient | None = None,
 ) -> tuple[np.ndarray, float]:
     """Gradient of the local objective at the model's current parameters, averaged over
     ``steps`` minibatches drawn like :func:`train_local` draws them; the model is not changed.
+    With ``private``, each minibatch gradient is its clipped, noised one.
 
     Returns ``(flat float32 gradient in the model's parameter order, mean batch loss)``.
     """
@@ -100,13 +135,22 @@ def local_gradient(
     acc = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     model.train()
     total = 0.0
-    for xb, yb in _minibatches(X, y, steps, batch_size, rng):
-        loss, _ = _batch_loss(model, xb, yb, extra, task)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    batches = (
+        private.batches(X, y, steps)
+        if private is not None
+        else _minibatches(X, y, steps, batch_size, rng)
+    )
+    for xb, yb in batches:
+        if private is not None:
+            grads, loss_v, _ = private.gradient(model, xb, yb, extra, task)
+        else:
+            loss, _ = _batch_loss(model, xb, yb, extra, task)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            loss_v = float(loss.detach())
         for a, g in zip(acc, grads, strict=True):
             if g is not None:
                 a += g.detach().double()
-        total += float(loss.detach())
+        total += loss_v
     flat = torch.cat([(a / steps).reshape(-1) for a in acc]).to(torch.float32)
     return flat.numpy(), total / steps
 

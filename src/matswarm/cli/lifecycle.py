@@ -273,6 +273,7 @@ def task_create(
             round_duration_s=deadline,
             contribution=None if cfg.contribution is None else cfg.contribution.to_dict(),
             featurizer=featurizer,
+            privacy=_privacy_of(cfg, algo),
         )
         issuer = h.identity(by, _passphrase(by))
         if by not in names:
@@ -405,6 +406,19 @@ def _checksum(addr: str) -> str:
     return to_checksum_address(addr)
 
 
+def _privacy_of(cfg, algo) -> dict | None:
+    """The config's [privacy] section for the spec, checked against the task's method."""
+    if cfg.privacy is None:
+        return None
+    from matswarm.privacy.dp import check_compatible
+
+    try:
+        check_compatible(cfg.privacy, algo, cfg.model.name)
+    except ValueError as exc:
+        fail(f"{cfg.source}: {exc}")
+    return cfg.privacy.to_dict()
+
+
 def task_run_local(
     task: Annotated[str, typer.Argument(help="Task id (0x…).")],
     home: HomeOpt = None,
@@ -438,6 +452,8 @@ def task_run_local(
             progress.console.print(f"round {d['round']}: {d['org']} committed", highlight=False)
         elif kind == "round":
             progress.update(bar["id"], advance=1)
+            if "privacy" in d:  # the DP spend, every round
+                progress.console.print(d["privacy"], highlight=False)
 
     try:
         tid = parse_task_id(task)

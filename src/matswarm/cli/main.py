@@ -196,6 +196,7 @@ def run(
             cfg.output = str(output)
         with materials.data_notes():
             dataset, _ = load_data(cfg)
+        cfg.check_privacy_budget({o.name: o.n for o in dataset.orgs})
     except (ConfigError, DataError) as exc:
         fail(str(exc))
     console.print(
@@ -212,6 +213,15 @@ def run(
     contrib = run_contributions_table(report.results)
     if contrib is not None:
         console.print(contrib)
+    print_privacy(report)
+
+
+def print_privacy(report: Report) -> None:
+    """The DP spend of every private run, round by round (first seed of each method)."""
+    from matswarm.experiments.privacy import privacy_lines
+
+    for line in privacy_lines(report.results):
+        console.print(line, highlight=False)
 
 
 @experiment_app.command("table1")
@@ -341,6 +351,42 @@ def attacks(
     console.print(table)
     console.print(escape(doc["summary_text"]))
     console.print(f"Wrote {', '.join(doc['files'])} and results.json to [bold]{output}[/]")
+
+
+@experiment_app.command("privacy")
+def privacy(
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per cell.")] = 3,
+    output: Annotated[Path, typer.Option(help="Output folder.")] = Path("matswarm-results/privacy"),
+    jobs: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 2,
+    data: Annotated[Path | None, typer.Option(help="Folder with the perovskite CSVs.")] = None,
+    parts: Annotated[
+        str | None, typer.Option(help="Comma-separated parts (default: all, in order).")
+    ] = None,
+) -> None:
+    """Privacy and communication on the paper split: global test MSE vs DP epsilon
+    (inf, 10, 3, 1; delta 1e-5) for local and central DP (part "dp"), and vs update bytes
+    for 8-/4-bit quantisation and top-k (part "compression"); plots + results.json."""
+    from matswarm.experiments.privacy import print_privacy_experiment, run_privacy_experiment
+
+    with progress_bar() as bar:
+        task = bar.add_task("privacy", total=None)
+
+        def done(label: str) -> None:
+            bar.update(task, advance=1, description=f"privacy: {label}")
+
+        try:
+            doc = run_privacy_experiment(
+                seeds=seeds,
+                data=data,
+                output=output,
+                jobs=jobs,
+                parts=[p.strip() for p in parts.split(",") if p.strip()] if parts else None,
+                on_done=done,
+            )
+        except (ConfigError, DataError, ValueError) as exc:
+            fail(str(exc))
+        bar.update(task, description="privacy")
+    print_privacy_experiment(console, doc, output)
 
 
 def main() -> None:

@@ -177,6 +177,7 @@ def run_comparison(
             cfg.contribution,
             compression=cfg.compression,
             secure_aggregation=cfg.secure_aggregation,
+            privacy=cfg.privacy if cfg.algorithm(m).federated else None,
         )
         for seed in cfg.seeds
         for m in cfg.methods
@@ -256,6 +257,7 @@ def _write_json(out, cfg, dataset, rows, dummy, results, seconds, notice) -> Pat
                 "trust": r.trust,
                 "contributions": r.contributions,
                 "traffic": r.traffic,
+                **({"privacy": r.privacy} if r.privacy else {}),
             }
             for r in results
         ],

@@ -22,6 +22,7 @@ from matswarm.algorithms import (
 )
 from matswarm.data import SplitSpec
 from matswarm.models import ModelSpec
+from matswarm.privacy.dp import PrivacyConfig
 
 
 class ConfigError(ValueError):
@@ -148,6 +149,29 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
             "an org accepts the final model if its val MSE <= this x the initial model's",
         ),
     },
+    "privacy": {
+        "mode": (
+            (str,),
+            None,
+            "local (DP-SGD at each org) | central (noise shares on the "
+            "aggregate; needs update = 'gradient'); without mode and epsilon: no DP",
+        ),
+        "epsilon": ((int, float), None, "target epsilon over all planned rounds (required)"),
+        "delta": ((int, float), 1e-5, "target delta"),
+        "clip": ((int, float), 1.0, "per-sample gradient L2 bound (standardised units)"),
+        "noise_multiplier": (
+            (int, float),
+            None,
+            "fixed sigma (default: calibrated to epsilon over the rounds; a fixed one whose "
+            "budget runs out before the last round is refused)",
+        ),
+        "accountant": ((str,), "rdp", "Opacus accountant: rdp | prv"),
+        "sample_rate": (
+            (int, float),
+            None,
+            "central: common Poisson rate (default batch_size / mean org rows)",
+        ),
+    },
     "run": {
         "seeds": ((int, list), 3, "number of seeds (0..N-1) or an explicit list"),
         "jobs": ((int,), 2, "parallel worker processes"),
@@ -155,7 +179,8 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
     },
 }
 
-# Secure aggregation and compression (their own keys; [privacy] may hold others' keys too).
+# Secure aggregation and compression (their own keys; [privacy] also holds the DP keys).
+SECAGG_KEYS = ("secure_aggregation", "secagg_clip", "secagg_threshold")
 KEYS.setdefault("privacy", {}).update(
     {
         "secure_aggregation": (
@@ -213,6 +238,8 @@ class ExperimentConfig:
     #: ``[compression]`` and the secure-aggregation keys of ``[privacy]`` (None: off).
     compression: Any = None  # matswarm.compression.CompressionSpec
     secure_aggregation: Any = None  # matswarm.privacy.secagg.SecAggConfig
+    #: The ``[privacy]`` section (None: no differential privacy).
+    privacy: PrivacyConfig | None = None
 
     def algorithm(self, method: str) -> Algorithm:
         common = {
@@ -244,6 +271,7 @@ class ExperimentConfig:
             "secure_aggregation": (
                 vars(self.secure_aggregation) if self.secure_aggregation is not None else None
             ),
+            **({"privacy": self.privacy.to_dict()} if self.privacy else {}),
         }
 
     @classmethod
@@ -337,6 +365,7 @@ class ExperimentConfig:
                 raise ConfigError(
                     f"{source}: [contribution]/[aggregation] weights: {exc}"
                 ) from None
+        privacy = _privacy_section(sections.get("privacy"), source)
         cfg = cls(
             data=data,
             split=split,
@@ -350,6 +379,7 @@ class ExperimentConfig:
             output=get("run", "output"),
             source=source,
             contribution=contribution,
+            privacy=privacy,
         )
         _communication_settings(cfg, sections, source)
         cfg.validate()
@@ -372,6 +402,17 @@ class ExperimentConfig:
         if self.jobs < 1:
             raise ConfigError(f"{self.source}: [run] jobs must be >= 1, got {self.jobs}")
         self._validate_materials()
+        if self.privacy is not None:
+            from matswarm.algorithms import FederatedAlgorithm
+            from matswarm.privacy.dp import check_compatible
+
+            try:
+                for m in self.methods:
+                    algo = self.algorithm(m)
+                    if isinstance(algo, FederatedAlgorithm):
+                        check_compatible(self.privacy, algo, self.model.name)
+            except ValueError as exc:
+                raise ConfigError(f"{self.source}: {exc}") from None
 
     def _validate_materials(self) -> None:
         """[data] featurize / task / threshold / positive (see matswarm.data.featurize, schema)."""
@@ -392,6 +433,21 @@ class ExperimentConfig:
             )
         except ValueError as exc:
             raise ConfigError(f"{self.source}: [data] {exc}") from None
+
+    def check_privacy_budget(self, org_rows: dict[str, int]) -> None:
+        """Plan every private method's budget for these orgs; a budget that runs out before
+        the last round is a :class:`ConfigError` naming the fields."""
+        if self.privacy is None:
+            return
+        from matswarm.algorithms import FederatedAlgorithm
+
+        try:
+            for m in self.methods:
+                algo = self.algorithm(m)
+                if isinstance(algo, FederatedAlgorithm):
+                    self.privacy.plan(algo, self.rule, org_rows, self.model.name)
+        except ValueError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
 
 
 def _communication_settings(cfg: ExperimentConfig, sections: dict[str, dict], source: str) -> None:
@@ -433,3 +489,20 @@ def _communication_settings(cfg: ExperimentConfig, sections: dict[str, dict], so
                 "[privacy] secure_aggregation (masks live in Z_2^32 on every coordinate; a "
                 "quantised or sparse payload would be unmasked to noise): choose one"
             )
+
+
+def _privacy_section(values: dict[str, Any] | None, source: str) -> PrivacyConfig | None:
+    """The differential-privacy keys of ``[privacy]`` as a :class:`PrivacyConfig` (None when
+    the section holds none: it may hold only the secure-aggregation keys)."""
+    values = {k: v for k, v in (values or {}).items() if k not in SECAGG_KEYS}
+    if not values:
+        return None
+    missing = [k for k in ("mode", "epsilon") if k not in values]
+    if missing:
+        raise ConfigError(f"{source}: [privacy] needs {' and '.join(missing)}")
+    try:
+        return PrivacyConfig.from_dict(
+            {k: (float(v) if isinstance(v, int) and k != "mode" else v) for k, v in values.items()}
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None

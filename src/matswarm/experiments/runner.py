@@ -28,6 +28,7 @@ from matswarm.contrib import (
 from matswarm.data.federated import FederatedDataset
 from matswarm.evaluation.metrics import Evaluator, Metrics
 from matswarm.models import ModelSpec
+from matswarm.privacy import PrivacyConfig, make_private
 from matswarm.protocol.consortium import Consortium, TrustSettings, finish_task, trusted_engine
 from matswarm.protocol.verify import first_failure_line, verify_task
 from matswarm.runtime import build_engine, configure_torch, run_baseline
@@ -63,6 +64,8 @@ class UnitResult:
     contributions: dict | None = None
     #: Update bytes on the wire (``bytes_per_round``, ``reduction``, per round), when counted.
     traffic: dict | None = None
+    #: The DP plan's summary (model card section) when the unit ran with [privacy].
+    privacy: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Unit:
     contribution: ContributionSettings | None = None
     compression: Any = None  # matswarm.compression.CompressionSpec
     secure_aggregation: Any = None  # matswarm.privacy.secagg.SecAggConfig
+    privacy: PrivacyConfig | None = None
 
 
 def run_unit(unit: Unit) -> UnitResult:
@@ -102,6 +106,16 @@ def run_unit(unit: Unit) -> UnitResult:
     if unit.contribution is not None:
         data, validators = split_validation(data, unit.model, unit.contribution, unit.seed)
     engine = build_engine(data, unit.model, algo, unit.rule, unit.seed)
+    plan = None
+    if unit.privacy is not None:
+        # Noise seeded from the unit's seed: reproducible experiment numbers (not private).
+        plan = make_private(
+            engine,
+            unit.privacy,
+            rule_name=unit.rule.name,
+            model_name=unit.model.name,
+            noise_seed=unit.seed,
+        )
     consortium = None
     if unit.trust is not None and unit.trust.enabled:
         if unit.workdir is None:
@@ -121,6 +135,7 @@ def run_unit(unit: Unit) -> UnitResult:
             settings=unit.trust,
             name=f"{unit.method}-seed{unit.seed}",
             contribution=None if unit.contribution is None else unit.contribution.to_dict(),
+            privacy=None if plan is None else unit.privacy.resolved(plan).to_dict(),
         )
     else:
         _secure(engine, unit, None)
@@ -141,10 +156,19 @@ def run_unit(unit: Unit) -> UnitResult:
     metrics = {"global": ev.evaluate(run.global_params)}
     metrics.update({org: ev.evaluate(p) for org, p in run.local_params.items()})
     trust = None
+    privacy = None if plan is None else plan.summary(algo.rounds)
     if consortium is not None:
         try:
             trust = _archive_and_verify(
-                consortium, spec, task_id, engine, unit, metrics, workdir, validators
+                consortium,
+                spec,
+                task_id,
+                engine,
+                unit,
+                metrics,
+                workdir,
+                validators=validators,
+                privacy=privacy,
             )
         finally:
             consortium.close()
@@ -159,6 +183,7 @@ def run_unit(unit: Unit) -> UnitResult:
         trust=trust,
         contributions=None if hooks is None else hooks.card_section(),
         traffic=traffic.summary() if traffic is not None else None,
+        privacy=privacy,
     )
 
 
@@ -187,7 +212,7 @@ def _compress(engine, unit: Unit):
 
 
 def _archive_and_verify(
-    consortium, spec, task_id, engine, unit, metrics, workdir, validators=None
+    consortium, spec, task_id, engine, unit, metrics, workdir, validators=None, privacy=None
 ) -> dict:
     """Upload the final model with its card, then re-derive the whole task as an auditor would
     (using a participant's key to read the encrypted updates)."""
@@ -207,6 +232,7 @@ def _archive_and_verify(
         extra_card={
             "scaler": ds.standardizer.to_dict(),
             "metrics_test": {k: m.as_dict() for k, m in metrics.items()},
+            **({"privacy": privacy} if privacy is not None else {}),
         },
         votes=votes,
         vote_detail=detail,

@@ -112,9 +112,13 @@ class AttestedNode:
             encode=lambda r: update_bytes(r.kind, r.n_samples, r.update_vector(start)),
         )
         res = att.value
-        return AttestedLocalResult(
+        out = AttestedLocalResult(
             **{f.name: getattr(res, f.name) for f in fields(LocalResult)}, quote=att.quote
         )
+        # Reports the wrapped participant attached (a private org's DP spend) travel on.
+        if getattr(res, "reports", None):
+            object.__setattr__(out, "reports", res.reports)
+        return out
 
 
 @dataclass(frozen=True)

@@ -141,10 +141,14 @@ def trusted_engine(
     settings: TrustSettings,
     name: str = "task",
     contribution: dict[str, Any] | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> tuple[RoundEngine, TaskSpec, bytes]:
     """Attach the trust layer to an in-process engine: create the task, one agent per org.
+
     ``contribution`` (settings as a dict) goes into the spec; attach the accounting itself with
-    :func:`matswarm.contrib.attach_contributions` afterwards."""
+    :func:`matswarm.contrib.attach_contributions` afterwards. ``privacy`` (a resolved
+    :class:`~matswarm.privacy.PrivacyConfig` as a dict) is pinned in the spec; the engine's
+    participants must already be private (``make_private``)."""
     spec = TaskSpec.for_run(
         name,
         [p.name for p in engine.participants],
@@ -159,6 +163,7 @@ def trusted_engine(
         contribution=contribution,
         # A secure-aggregation task (matswarm.privacy.secagg_round) says so in its spec.
         secure_aggregation=getattr(engine.aggregator, "spec_fields", lambda: None)(),
+        privacy=privacy,
     )
     task_id = consortium.create_task(spec, engine.run_state.initial_global)
     engine.task = "0x" + task_id.hex()
@@ -246,6 +251,7 @@ def finish_task(
                 for name, a in agents.items()
                 for r in a.record.rejections
             ],
+            "reports": {name: a.record.reports for name, a in agents.items() if a.record.reports},
         },
         "attestation": {
             "backend": "simulated" if any(a.enclave for a in agents.values()) else None,

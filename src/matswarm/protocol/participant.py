@@ -7,6 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from matswarm.algorithms.base import FederatedAlgorithm, LocalResult, RingMessage
+from matswarm.algorithms.training import PrivateGradient
 from matswarm.data.federated import StandardizedOrg
 from matswarm.models.base import RegressionModel
 
@@ -44,6 +45,8 @@ class OrgNode:
         self.seed = seed
         self.index = index
         self.optimizer = algorithm.make_optimizer(model)
+        #: DP-SGD of this org (set by :mod:`matswarm.privacy`); None trains without privacy.
+        self.private: PrivateGradient | None = None
 
     @property
     def n_samples(self) -> int:
@@ -62,4 +65,5 @@ class OrgNode:
             ring_in,
             optimizer=self.optimizer,
             round_=round_,
+            **({"private": self.private} if self.private is not None else {}),
         )

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 SPEC_FORMAT = "matswarm-task/v1"
 
 # The code each side runs; its measurement is what a node compares with its installed copy.
-TRAINING_CODE = ("matswarm.algorithms", "matswarm.models", "matswarm.data")
+TRAINING_CODE = ("matswarm.algorithms", "matswarm.models", "matswarm.data", "matswarm.privacy")
 AGGREGATION_CODE = ("matswarm.aggregation", "matswarm.protocol.aggregator")
 
 
@@ -41,7 +41,13 @@ def aggregation_code_hash() -> str:
 
 
 #: Fields added after the first release; left out of the canonical JSON when None.
-OPTIONAL_FIELDS = ("contribution", "featurizer", "secure_aggregation", "compression")
+OPTIONAL_FIELDS = (
+    "contribution",
+    "featurizer",
+    "secure_aggregation",
+    "compression",
+    "privacy",
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,10 @@ class TaskSpec:
     #: Update compression (``{"kind", "fraction", "block", "error_feedback"}``, see
     #: :mod:`matswarm.compression`); left out of the canonical JSON when off.
     compression: dict[str, Any] | None = None
+    #: Differential privacy (:class:`matswarm.privacy.PrivacyConfig` as a dict; central mode
+    #: with its sample rate and noise multiplier pinned). None: no DP, and absent from the JSON
+    #: so that the hashes of specs without it are unchanged.
+    privacy: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.participants)) != len(self.participants) or not self.participants:
@@ -141,6 +151,14 @@ class TaskSpec:
         from matswarm.contrib.policy import ContributionSettings
 
         return ContributionSettings.from_dict(self.contribution)
+
+    def build_privacy(self):
+        """The task's :class:`~matswarm.privacy.PrivacyConfig`, or None."""
+        if self.privacy is None:
+            return None
+        from matswarm.privacy import PrivacyConfig
+
+        return PrivacyConfig.from_dict(self.privacy)
 
     def to_json(self) -> bytes:
         """Canonical bytes: sorted keys, no whitespace."""

@@ -81,6 +81,12 @@ UPDATE_KIND = "local_update"
 RING_KIND = "ring_intermediate"
 
 
+def report_envelope_kind(kind: str) -> str:
+    """The envelope kind of a report anchored under ledger kind ``kind`` (envelope kinds are
+    identifiers: ``dp-epsilon`` travels as ``dp_epsilon``)."""
+    return kind.replace("-", "_")
+
+
 class ProtocolError(RuntimeError):
     """The round could not complete as the protocol requires (names the round and the cause)."""
 
@@ -120,6 +126,8 @@ class AgentRecord:
     vote_txs: dict[int, str] = field(default_factory=dict)
     quotes: dict[int, str] = field(default_factory=dict)  # round -> quote content id
     rejections: list[Rejection] = field(default_factory=list)
+    #: round -> {kind: content id} of the reports this org anchored (e.g. "dp-epsilon").
+    reports: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
 class OrgAgent:
@@ -197,6 +205,20 @@ class OrgAgent:
         )
         if self.batch is not None:
             self.queued_commitment = Commitment(self.identity.evm_address, digest, cid, -1, "")
+        return cid
+
+    def report(self, round_: int, kind: str, document: bytes) -> str:
+        """Sign ``document`` (a per-round report, e.g. the DP spend), store it and anchor its
+        hash and content id on the ledger under ``kind``; returns the content id."""
+        env = seal(
+            self.identity,
+            task_id=self.task_hex,
+            round=round_,
+            kind=report_envelope_kind(kind),
+            payload=document,
+        )
+        cid = self.record_report(round_, kind, env.to_bytes())
+        self.record.reports.setdefault(round_, {})[kind] = cid
         return cid
 
     def _send(self, kind: str, round_: int, call: TxCall) -> None:
@@ -407,7 +429,11 @@ class TrustedHooks(RoundHooks):
             raise failure
 
     def publish(self, update: Update, result: LocalResult) -> None:
-        cid = self.agents[update.org].publish(update)
+        agent = self.agents[update.org]
+        cid = agent.publish(update)
+        # Reports a participant attaches to its result (its DP spend): signed, anchored.
+        for kind, document in getattr(result, "reports", ()):
+            agent.report(update.round, kind, document)
         self._published.append({"round": update.round, "org": update.org, "cid": cid})
 
     def collect(self, round_: int, updates: list[Update]) -> list[Update]:
@@ -483,4 +509,5 @@ __all__ = [
     "TrustedHooks",
     "directory_from_ledger",
     "org_metadata",
+    "report_envelope_kind",
 ]

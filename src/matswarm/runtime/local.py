@@ -32,6 +32,7 @@ from matswarm.contrib.audit import ContributionAudit
 from matswarm.data import DataError, TaskSchema, build_dataset, read_table
 from matswarm.data.featurize import prepare_table
 from matswarm.ledger import Ledger, TaskStatus
+from matswarm.privacy import make_private
 from matswarm.protocol.consortium import Consortium, finish_task
 from matswarm.protocol.messages import vector_hash
 from matswarm.protocol.spec import TaskSpec
@@ -253,6 +254,12 @@ def run_local_task(
             spec.seed,
             task="0x" + task_id.hex(),
         )
+        privacy = spec.build_privacy()
+        plan = None
+        if privacy is not None:  # noise from each org's OS entropy
+            plan = make_private(
+                engine, privacy, rule_name=spec.rule, model_name=spec.model_spec().name
+            )
         if vector_hash(engine.run_state.initial_global) != spec.initial_model_sha256:
             raise HomeError(
                 "this installation's initial model differs from the task's "
@@ -278,7 +285,11 @@ def run_local_task(
         emit("start", {"task": "0x" + task_id.hex(), "from_round": start, "rounds": spec.rounds})
         for t in range(start, spec.rounds + 1):
             rec = engine.run_round(t)
-            emit("round", {"round": t, "global_hash": rec.global_hash})
+            event = {"round": t, "global_hash": rec.global_hash}
+            if plan is not None:
+                event["epsilon_spent"] = max(plan.epsilon_after(t).values())
+                event["privacy"] = plan.round_line(t)
+            emit("round", event)
         info = ledger.task_info(task_id)
         cid = info.final_model_cid
         votes = detail = None
@@ -294,7 +305,10 @@ def run_local_task(
                 task_id,
                 engine,
                 model=spec.model_spec().build(ds.schema.n_features),
-                extra_card={"scaler": ds.standardizer.to_dict()},
+                extra_card={
+                    "scaler": ds.standardizer.to_dict(),
+                    **({"privacy": plan.summary(spec.rounds)} if plan is not None else {}),
+                },
                 votes=votes,
                 vote_detail=detail,
             )

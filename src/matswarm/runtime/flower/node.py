@@ -206,6 +206,11 @@ class OrgService:
         if task == "classification":  # 0/1 labels are not scaled
             std = std.with_identity_y()
         data = StandardizedOrg(self.org, std.transform_x(X), std.transform_y(y), task)
+        if spec.privacy is not None:  # never train a private task without its noise
+            raise NodeRefusal(
+                "differential privacy ([privacy] in the task spec) is not wired into the Flower "
+                "runtime yet; run the task with `matswarm task run-local`"
+            )
         algo = spec.build_algorithm()
         with _TORCH_SEED_LOCK:  # model init seeds torch's global generator
             model = spec.model_spec().build(len(spec.schema["features"]), spec.seed)
