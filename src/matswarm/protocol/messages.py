@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-UPDATE_KINDS = ("delta", "gradient")
+UPDATE_KINDS = ("delta", "gradient", "histogram")
 
 
 def vector_hash(vector: np.ndarray) -> str:
