@@ -10,62 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from tests.lifecycle.helpers import ORGS, make_consortium, runner
 
 from matswarm.cli.main import app
-from matswarm.data import synthetic
-
-runner = CliRunner()
-ORGS = ("lab-a", "lab-b", "lab-c")
 
 
 @pytest.fixture()
 def consortium(tmp_path, monkeypatch):
     """Three orgs with keystores (passphrase from the environment), admitted and registered,
     and a 4-round MatSwarm task that all three joined with their own CSV."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("MATSWARM_HOME", str(home))
-    monkeypatch.setenv("MATSWARM_PASSPHRASE", "test-only-passphrase")
-
-    def ok(*args):
-        res = runner.invoke(app, list(args))
-        assert res.exit_code == 0, res.output
-        return res.output
-
-    for org in ORGS:
-        ok("org", "init", org)
-    ok("org", "register", "lab-a")
-    for org in ORGS[1:]:
-        ok("org", "admit", str(home / "orgs" / f"{org}.pub.json"), "--by", "lab-a")
-        ok("org", "register", org)
-    tables, _ = synthetic.make_tables(n_rows=240, n_features=10, n_orgs=3, seed=2)
-    files = []
-    for i, org in enumerate(ORGS):
-        f = tmp_path / f"{org}.csv"
-        tables[f"org{i + 1}"].to_csv(f, index=False)
-        files.append(f)
-    cfg = tmp_path / "task.toml"
-    cfg.write_text(
+    config = (
         "[data]\ntarget = 'y'\nunit = 'a.u.'\n[model]\nhidden = 8\n"
         "[training]\nrounds = 4\nlocal_steps = 3\n[run]\nseeds = [0]\n"
     )
-    out = ok(
-        "task",
-        "create",
-        str(cfg),
-        "--by",
-        "lab-a",
-        "--participants",
-        ",".join(ORGS),
-        "--schema-from",
-        str(files[0]),
-        "--algorithm",
-        "matswarm",
-    )
-    task = next(w for w in out.split() if w.startswith("0x"))
-    for org, f in zip(ORGS, files, strict=True):
-        ok("task", "join", task, "--org", org, "--data", str(f))
-    return home, task, ok, tmp_path
+    return make_consortium(tmp_path, monkeypatch, config, "matswarm")
 
 
 def test_full_lifecycle(consortium):

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from matswarm.cli import deploy, lifecycle
+from matswarm.cli import deploy, lifecycle, predict
 from matswarm.cli._output import console, fail
 from matswarm.data import DataError
 from matswarm.experiments.compare import Report, load_data, run_comparison
@@ -28,6 +28,7 @@ experiment_app = typer.Typer(help="Reproduce the papers' tables and figures.", n
 app.add_typer(experiment_app, name="experiment")
 deploy.register(app)  # node / coordinator / task: across machines on Flower
 lifecycle.register(app, deploy.task_app)  # org / ledger / model / verify / task create|join|…
+predict.register(app)  # predict MODEL_DIR IN.csv
 
 
 

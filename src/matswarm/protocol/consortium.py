@@ -176,6 +176,20 @@ SECURITY_NOTE = (
 )
 
 
+def portable_onnx(
+    store: BlobStore, model: RegressionModel, n_features: int, seed: int
+) -> dict[str, Any] | None:
+    """Export ``model`` to ONNX (checked with onnxruntime), store it, and return what the
+    model card records (its sha256 and content id); None without the ``export`` extra."""
+    from matswarm.export.onnx_model import ExportUnavailable, export_onnx
+
+    try:
+        exported = export_onnx(model, n_features, seed)
+    except ExportUnavailable:
+        return None
+    return {**exported.info, "cid": store.put(exported.blob)}
+
+
 def finish_task(
     consortium: Consortium,
     spec: TaskSpec,
@@ -185,8 +199,9 @@ def finish_task(
     model: RegressionModel,
     extra_card: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Archive the final model (safetensors + model card) and record its content id on the
-    ledger (the issuer's "uploading" transaction). Returns ``(cid, card)``."""
+    """Archive the final model (safetensors + model card, with the ONNX export's hash and
+    content id) and record its content id on the ledger (the issuer's "uploading"
+    transaction). Returns ``(cid, card)``."""
     final = engine.run_state.global_params
     model.set_flat(final)
     hooks = engine.hooks
@@ -232,6 +247,8 @@ def finish_task(
         "security_note": SECURITY_NOTE,
         **(extra_card or {}),
     }
+    card["schema"] = spec.schema  # what `matswarm predict` checks a table against
+    card["onnx"] = portable_onnx(consortium.store, model, len(spec.schema["features"]), spec.seed)
     blob = build_archive(model, card)
     cid = consortium.store.put(blob)
     issuer = ledger.with_account(consortium.identities[spec.participants[0]].evm_account())
