@@ -10,13 +10,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from tests.lifecycle.helpers import make_consortium, runner
 
 from matswarm.cli.main import app
 from matswarm.data import Standardizer, TaskSchema
 from matswarm.export.predict import load_model_dir
 from matswarm.models import ModelSpec
 from matswarm.protocol.archive import flat_parameters, read_archive
-from tests.lifecycle.helpers import make_consortium, runner
 
 pytest.importorskip("onnxruntime")
 

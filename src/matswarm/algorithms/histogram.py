@@ -193,7 +193,10 @@ def agree_edges(layout: TreeLayout, v: np.ndarray, agg: np.ndarray) -> None:
     for j in range(d):
         # Grid cell holding each quantile; the edge is the boundary after it (none after the
         # last cell), and a boundary with no row to its right splits nothing.
-        cell = np.searchsorted(cum[j], targets[j], side="left")
+        # A quantile that falls exactly on a cell boundary (k/bins of the rows) must not move
+        # with float32 rounding of per-org fractions: 1e-6 of slack (less than one row below
+        # a million rows) makes the federated edges those of the pooled data.
+        cell = np.searchsorted(cum[j], targets[j] - 1e-6 * total[j, 0], side="left")
         cell = cell[cell < GRID_CELLS - 1]
         keep = np.unique(cell[cum[j][cell] < total[j, 0] * (1 - 1e-9)])
         edges[j, : len(keep)] = GRID[keep]
@@ -299,7 +302,10 @@ def tree_baseline_fit(
         initial = model_spec.build(d, seed).get_flat()
         node = OrgNode(data, model_spec.build(d, seed), algo, seed, 0)
         engine = RoundEngine(
-            f"{baseline_name}-{name}", algo, Aggregator(algo, rule, [name], initial), [node],
+            f"{baseline_name}-{name}",
+            algo,
+            Aggregator(algo, rule, [name], initial),
+            [node],
             initial,
         )
         out[name] = engine.run().global_params
