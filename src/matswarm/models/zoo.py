@@ -91,13 +91,9 @@ class LSTM(_Recurrent):
     cell = nn.LSTM
 
 
-MODELS: dict[str, type[RegressionModel]] = {
-    "mlp": MLP,
-    "lasso": Lasso,
-    "rnn": RNN,
-    "lstm": LSTM,
-    "gbdt": GradientBoostedTrees,
-}
+MODELS: dict[str, type[RegressionModel]] = {"mlp": MLP, "lasso": Lasso, "rnn": RNN, "lstm": LSTM}
+#: Models without gradient training (no ``u(x)``): trained by algorithm ``fedgbdt`` only.
+TREE_MODELS: dict[str, type[RegressionModel]] = {"gbdt": GradientBoostedTrees}
 
 
 @dataclass(frozen=True)
@@ -118,8 +114,10 @@ class ModelSpec:
     bins: int = 32
 
     def __post_init__(self) -> None:
-        if self.name not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}; got {self.name!r}")
+        if self.name not in MODELS and self.name not in TREE_MODELS:
+            raise ValueError(
+                f"model must be one of {', '.join([*MODELS, *TREE_MODELS])}; got {self.name!r}"
+            )
         if self.hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {self.hidden}")
 
