@@ -68,9 +68,7 @@ def export_onnx(model: RegressionModel, n_features: int, seed: int = 0) -> OnnxE
         blob, exporter = _trees_onnx(model, onnx), "onnx.helper TreeEnsembleRegressor"
     else:
         blob, exporter = _torch_onnx(model, n_features), "torch.onnx.export (TorchScript)"
-    probe = np.random.default_rng(seed).standard_normal((PROBE_ROWS, n_features))
-    probe = probe.astype(np.float32)
-    diff = max_abs_difference(blob, model, probe)
+    diff = max_abs_difference(blob, model, probe_rows(n_features, seed))
     if not diff <= ONNX_TOLERANCE:
         raise ValueError(
             f"onnxruntime differs from the in-process model by {diff:.3g} on probe rows "
@@ -96,6 +94,12 @@ def export_onnx(model: RegressionModel, n_features: int, seed: int = 0) -> OnnxE
         },
     }
     return OnnxExport(blob, info)
+
+
+def probe_rows(n_features: int, seed: int) -> np.ndarray:
+    """Standard-normal rows (standardised units) on which an export is checked."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((PROBE_ROWS, n_features)).astype(np.float32)
 
 
 def run_onnx(blob: bytes, X: np.ndarray) -> np.ndarray:
