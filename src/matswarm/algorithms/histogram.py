@@ -52,6 +52,7 @@ from matswarm.models.trees import (
     NO_EDGE,
     GradientBoostedTrees,
     TreeLayout,
+    tree_leaf_index,
 )
 
 GRID_CELLS = 1024
@@ -215,11 +216,7 @@ def local_histogram(
     binned = model.binned(data.X, layout.edges(v))
     g = pred - data.y.astype(np.float64)
     feat, thr, _ = layout.tree(v, t)
-    rows = np.arange(len(binned))
-    pos = np.zeros(len(binned), dtype=np.int64)
-    for lv in range(level):
-        i = (2**lv - 1) + pos
-        pos = 2 * pos + (binned[rows, feat[i].astype(np.int64)] > thr[i])
+    pos = tree_leaf_index(feat, thr, binned, level)  # each row's node at this level
     nodes = 2**level
     idx = ((pos[:, None] * d + np.arange(d)[None, :]) * nb + binned).ravel()
     size = nodes * d * nb
