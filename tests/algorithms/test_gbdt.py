@@ -119,3 +119,19 @@ def test_config_defaults_for_gbdt_and_clear_errors():
         )
     with pytest.raises(ConfigError, match="trained by method 'fedgbdt'"):
         ExperimentConfig.from_dict({"model": {"name": "gbdt"}, "training": {"methods": ["fedavg"]}})
+
+
+def test_matswarm_run_with_a_gbdt_config(tmp_path):
+    from typer.testing import CliRunner
+
+    from matswarm.cli.main import app
+
+    cfg = tmp_path / "gbdt.toml"
+    cfg.write_text(
+        "[data]\nsource = 'synthetic'\nrows = 300\nfeatures = 5\n"
+        "[split]\nkind = 'iid'\n[model]\nname = 'gbdt'\ntrees = 4\ndepth = 2\n"
+        f"[run]\nseeds = 1\njobs = 1\noutput = '{tmp_path / 'out'}'\n"
+    )
+    res = CliRunner().invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "FedGBDT" in res.output and "Joint" in res.output and "model gbdt" in res.output

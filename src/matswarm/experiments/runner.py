@@ -37,6 +37,7 @@ DISPLAY = {
     "fedavgm": "FedAvgM",
     "fedadam": "FedAdam",
     "matswarm": "MatSwarm",
+    "fedgbdt": "FedGBDT",
     "dummy": "Dummy",
 }
 
