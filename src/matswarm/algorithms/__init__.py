@@ -20,11 +20,12 @@ from matswarm.algorithms.base import (
 )
 from matswarm.algorithms.baselines import Joint, Solo
 from matswarm.algorithms.fedavg import FedAdam, FedAvg, FedAvgM, FedProx
+from matswarm.algorithms.histogram import FedGBDT
 from matswarm.algorithms.swarm import MatSwarm
 from matswarm.algorithms.training import TrainStats, train_local
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (Solo, Joint, FedAvg, FedProx, FedAvgM, FedAdam, MatSwarm)
+    cls.name: cls for cls in (Solo, Joint, FedAvg, FedProx, FedAvgM, FedAdam, MatSwarm, FedGBDT)
 }
 
 
@@ -55,6 +56,7 @@ __all__ = [
     "FedAdam",
     "FedAvg",
     "FedAvgM",
+    "FedGBDT",
     "FedProx",
     "FederatedAlgorithm",
     "Joint",

@@ -55,14 +55,21 @@ class LocalResult:
     loss: float
     ring_out: RingMessage | None = None
     gradient: np.ndarray | None = None
+    #: Per-bin gradient/hessian sums (tree algorithms): sent instead of a delta or gradient.
+    histogram: np.ndarray | None = None
 
     @property
     def kind(self) -> str:
-        """``"gradient"`` when the algorithm sends gradients, else ``"delta"`` (model delta)."""
+        """``"gradient"`` when the algorithm sends gradients, ``"histogram"`` for histogram
+        aggregation (trees), else ``"delta"`` (model delta)."""
+        if self.histogram is not None:
+            return "histogram"
         return "delta" if self.gradient is None else "gradient"
 
     def update_vector(self, start_global: np.ndarray) -> np.ndarray:
-        """What this org contributes: its gradient, or ``local - global`` as float32."""
+        """What this org contributes: its histogram or gradient, or ``local - global``."""
+        if self.histogram is not None:
+            return np.asarray(self.histogram, dtype=np.float32)
         if self.gradient is not None:
             return np.asarray(self.gradient, dtype=np.float32)
         return (self.params.astype(np.float64) - start_global).astype(np.float32)
@@ -179,6 +186,15 @@ class FederatedAlgorithm(Algorithm):
     """
 
     ring: ClassVar[bool] = False
+
+    def check_model(self, model: Any, rule: Any) -> None:
+        """Refuse a model (``ModelSpec``) or aggregation rule this method cannot train with; the
+        neural methods refuse the tree model (trained by ``fedgbdt``)."""
+        if getattr(model, "name", None) == "gbdt":
+            raise ValueError(
+                f"model 'gbdt' is trained by method 'fedgbdt' (histogram aggregation), not "
+                f"{self.name!r}; set [training] methods = ['solo', 'fedgbdt', 'joint']"
+            )
 
     # -- client side ----------------------------------------------------------------------------
     def extra_loss(

@@ -532,15 +532,32 @@ def model_fetch(
         flat = flat_parameters(spec.model_spec().build(len(spec.schema["features"])), weights)
         if info.final_model_hash is None or vector_hash(flat) != info.final_model_hash.hex():
             fail("the archived weights are not the model the ledger recorded")
+        onnx = _fetch_onnx(store, card)
         out.mkdir(parents=True, exist_ok=True)
         (out / "model.safetensors").write_bytes(blob)
         (out / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
+        if onnx is not None:
+            (out / "model.onnx").write_bytes(onnx)
     except _errors() as exc:
         fail(str(exc))
     console.print(
-        f"wrote {out / 'model.safetensors'} and {out / 'model_card.json'} "
+        f"wrote {out / 'model.safetensors'}, {out / 'model_card.json'}"
+        f"{', model.onnx' if onnx is not None else ''} "
         f"(verified against the ledger: {info.final_model_cid})"
     )
+
+
+def _fetch_onnx(store, card: dict) -> bytes | None:
+    """The ONNX export the card names, checked against the card's sha256 (None if none)."""
+    import hashlib
+
+    info = card.get("onnx")
+    if not info:
+        return None
+    blob = store.get(info["cid"])
+    if hashlib.sha256(blob).hexdigest() != info["sha256"]:
+        fail("the stored ONNX file is not the one the model card records")
+    return blob
 
 
 def verify(

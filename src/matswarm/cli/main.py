@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from matswarm.cli import deploy, lifecycle, materials
+from matswarm.cli import deploy, lifecycle, materials, predict
 from matswarm.cli._output import console, fail
 from matswarm.data import DataError
 from matswarm.experiments.compare import Report, load_data, run_comparison
@@ -31,6 +31,7 @@ deploy.register(app)  # node / coordinator / task: across machines on Flower
 lifecycle.register(app, deploy.task_app)  # org / ledger / model / verify / task create|join|…
 app.command("dashboard")(dashboard)  # read-only web dashboard (web extra)
 materials.register(app)  # featurize
+predict.register(app)  # predict MODEL_DIR IN.csv
 
 
 

@@ -80,11 +80,14 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "seed": ((int,), 0, "seed of the random split"),
     },
     "model": {
-        "name": ((str,), "mlp", "mlp | lasso | rnn | lstm"),
+        "name": ((str,), "mlp", "mlp | lasso | rnn | lstm | gbdt"),
         "hidden": ((int,), 32, "hidden size (mlp, rnn, lstm)"),
         "layers": ((int,), 3, "mlp: number of linear layers"),
         "l1": ((int, float), 1e-3, "lasso: L1 penalty"),
         "chunk": ((int,), 21, "rnn/lstm: features per sequence step"),
+        "trees": ((int,), 300, "gbdt: number of trees"),
+        "depth": ((int,), 5, "gbdt: depth of every tree"),
+        "bins": ((int,), 32, "gbdt: histogram bins per feature (quantiles agreed federatedly)"),
     },
     "training": {
         "methods": (
@@ -340,9 +343,16 @@ class ExperimentConfig:
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
         training = {k: v for k, v in sections.get("training", {}).items() if k != "methods"}
+        methods = list(get("training", "methods"))
+        if model.name == "gbdt":  # one sketch round + one per tree level; lr is the shrinkage
+            from matswarm.algorithms.histogram import DEFAULT_TREE_LR
+
+            training.setdefault("rounds", 1 + model.trees * model.depth)
+            training.setdefault("lr", DEFAULT_TREE_LR)
+            if "methods" not in sections.get("training", {}):
+                methods = ["solo", "fedgbdt", "joint"]
         for k in ("rounds", "local_steps", "lr", "batch_size"):
             training.setdefault(k, KEYS["training"][k][1])
-        methods = list(get("training", "methods"))
         seeds_raw = get("run", "seeds")
         seeds = (
             list(range(seeds_raw)) if isinstance(seeds_raw, int) else [int(s) for s in seeds_raw]
@@ -394,9 +404,12 @@ class ExperimentConfig:
                     f"which is not among methods {self.methods}"
                 )
         try:
+            rule = self.make_rule()
             for m in self.methods:
-                self.algorithm(m)
-            self.make_rule()
+                algo = self.algorithm(m)
+                check = getattr(algo, "check_model", None)  # federated methods only
+                if check is not None:
+                    check(self.model, rule)
         except ValueError as exc:
             raise ConfigError(f"{self.source}: {exc}") from None
         if self.jobs < 1:

@@ -44,6 +44,7 @@ DISPLAY = {
     "fedavgm": "FedAvgM",
     "fedadam": "FedAdam",
     "matswarm": "MatSwarm",
+    "fedgbdt": "FedGBDT",
     "dummy": "Dummy",
 }
 

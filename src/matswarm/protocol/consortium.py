@@ -190,6 +190,20 @@ SECURITY_NOTE = (
 )
 
 
+def portable_onnx(
+    store: BlobStore, model: RegressionModel, n_features: int, seed: int
+) -> dict[str, Any] | None:
+    """Export ``model`` to ONNX (checked with onnxruntime), store it, and return what the
+    model card records (its sha256 and content id); None without the ``export`` extra."""
+    from matswarm.export.onnx_model import ExportUnavailable, export_onnx
+
+    try:
+        exported = export_onnx(model, n_features, seed)
+    except ExportUnavailable:
+        return None
+    return {**exported.info, "cid": store.put(exported.blob)}
+
+
 def finish_task(
     consortium: Consortium,
     spec: TaskSpec,
@@ -202,8 +216,8 @@ def finish_task(
     vote_detail: dict[str, Any] | None = None,
 ) -> tuple[str | None, dict[str, Any]]:
     """The participants vote on the final model; if a quorum accepts, archive it (safetensors
-    + model card) and record its content id on the ledger (the issuer's "uploading"
-    transaction). Returns ``(cid, card)``; ``cid`` is None when the vote rejected the model
+    + model card, with the ONNX export's hash and content id) and record its content id on the
+    ledger (the issuer's "uploading" transaction). Returns ``(cid, card)``; ``cid`` is None when the vote rejected the model
     (nothing is archived, the task is ``REJECTED`` on the ledger).
 
     ``votes`` maps each participant to its vote (missing: accept, i.e. no objection to the
@@ -271,6 +285,8 @@ def finish_task(
     }
     if not final_vote["accepted"]:
         return None, card  # a rejected model is never archived as final
+    card["schema"] = spec.schema  # what `matswarm predict` checks a table against
+    card["onnx"] = portable_onnx(consortium.store, model, len(spec.schema["features"]), spec.seed)
     blob = build_archive(model, card)
     cid = consortium.store.put(blob)
     issuer = ledger.with_account(consortium.identities[spec.participants[0]].evm_account())

@@ -9,7 +9,8 @@ import numpy as np
 
 #: ``masked``: a secure-aggregation input (uint32 words of Z_{2^32} carried bit for bit in the
 #: float32 vector; only :class:`matswarm.privacy.secagg_round.SecureAggregator` reads it).
-UPDATE_KINDS = ("delta", "gradient", "masked")
+#: ``histogram``: per-bin gradient/hessian sums of federated trees (matswarm.algorithms.histogram).
+UPDATE_KINDS = ("delta", "gradient", "masked", "histogram")
 
 
 def vector_hash(vector: np.ndarray) -> str:

@@ -315,6 +315,32 @@ def _check_archive(rep, store, spec, cid, model_hash, last_final) -> None:
         card.get("task") == rep.task and card.get("features") == spec.schema["features"],
         "model card names this task and the schema's features in order",
     )
+    if card.get("onnx"):
+        _check_onnx(rep, store, card["onnx"], model, len(spec.schema["features"]), spec.seed)
+
+
+def _check_onnx(rep, store, info, model, n_features: int, seed: int) -> None:
+    """The ONNX file the card names is in the store with the card's sha256 and (where
+    onnxruntime is installed) reproduces the archived weights on the export's probe rows."""
+    try:
+        blob = store.get(info["cid"])
+    except (StoreError, KeyError) as exc:
+        rep.add(False, f"ONNX export named by the model card: {exc}")
+        return
+    if not rep.add(
+        hashlib.sha256(blob).hexdigest() == info.get("sha256"),
+        "ONNX export in the store has the model card's sha256",
+    ):
+        return
+    from matswarm.export.onnx_model import ExportUnavailable, max_abs_difference, probe_rows
+
+    try:
+        diff = max_abs_difference(blob, model, probe_rows(n_features, seed))
+    except ExportUnavailable:
+        rep.add(True, "ONNX export not re-run (onnxruntime not installed)")
+        return
+    tol = float(info.get("check", {}).get("tolerance", 1e-5))
+    rep.add(diff <= tol, f"onnxruntime reproduces the archived model (max |diff| {diff:.2g})")
 
 
 def report_lines(rep: VerifyReport) -> list[str]:

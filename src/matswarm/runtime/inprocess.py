@@ -34,6 +34,7 @@ def build_engine(
 ) -> RoundEngine:
     """Wire organisations, the shared initial model and the aggregator into a round engine."""
     algorithm.validate()
+    algorithm.check_model(model_spec, rule)
     orgs = orgs if orgs is not None else dataset.standardized_orgs()
     if len(orgs) < rule.min_participants():
         raise ValueError(
@@ -70,5 +71,10 @@ def run_baseline(
     """Train Solo or Joint models; returns parameter vectors keyed by org name or ``joint``."""
     configure_torch()
     baseline.validate()
+    if model_spec.name == "gbdt":  # trees: the histogram algorithm on one participant
+        from matswarm.algorithms.histogram import tree_baseline_fit
+
+        orgs = dataset.standardized_orgs()
+        return tree_baseline_fit(baseline.name, orgs, model_spec, baseline.get_params(), seed)
     model = model_spec.build(dataset.schema.n_features, seed)
     return baseline.fit(dataset.standardized_orgs(), model, seed)

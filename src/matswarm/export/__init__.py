@@ -1,0 +1,1 @@
+"""Portable final models: ONNX export checked with onnxruntime, and ``matswarm predict``."""
