@@ -217,8 +217,9 @@ def finish_task(
 ) -> tuple[str | None, dict[str, Any]]:
     """The participants vote on the final model; if a quorum accepts, archive it (safetensors
     + model card, with the ONNX export's hash and content id) and record its content id on the
-    ledger (the issuer's "uploading" transaction). Returns ``(cid, card)``; ``cid`` is None when the vote rejected the model
-    (nothing is archived, the task is ``REJECTED`` on the ledger).
+    ledger (the issuer's "uploading" transaction). Returns ``(cid, card)``; ``cid`` is None
+    when the vote rejected the model (nothing is archived, the task is ``REJECTED`` on the
+    ledger).
 
     ``votes`` maps each participant to its vote (missing: accept, i.e. no objection to the
     model its quorum finalised); ``vote_detail`` (what each based its vote on) goes in the card.
