@@ -21,8 +21,11 @@ from matswarm.data.schema import CategoricalPolicy, TaskSchema
 class OrgTable:
     """One organisation's encoded table (raw units, float64) and where it came from.
 
-    ``feature_mask`` marks the schema features this org actually holds (all by default); an org
-    without a feature sees it as the consortium mean (0 after standardisation).
+    ``feature_mask`` marks the schema features this org actually holds (all by default): one
+    boolean per column, or one per cell (``(n, d)``) for a pooled table whose rows come from
+    orgs with different columns. The raw values of a column an org does not hold are
+    placeholders that nothing reads: scaling statistics skip them and
+    :meth:`FederatedDataset.standardized` replaces them (see ``FederatedDataset.missing``).
     """
 
     name: str
@@ -46,13 +49,23 @@ class OrgTable:
     def subset(
         self, rows: np.ndarray, name: str | None = None, source: str | None = None
     ) -> OrgTable:
+        mask = self.feature_mask
+        if mask is not None and mask.ndim == 2:
+            mask = mask[rows]
         return replace(
             self,
             name=name or self.name,
             X=self.X[rows],
             y=self.y[rows],
             source=source or self.source,
+            feature_mask=mask,
         )
+
+    def cell_mask(self) -> np.ndarray:
+        """``(n, d)`` booleans: which cells hold a value this org measured."""
+        if self.feature_mask is None:
+            return np.ones(self.X.shape, dtype=bool)
+        return np.broadcast_to(np.asarray(self.feature_mask, dtype=bool), self.X.shape).copy()
 
 
 @dataclass(frozen=True)
@@ -68,14 +81,24 @@ class StandardizedOrg:
         return len(self.y)
 
 
+MISSING = ("zero", "nan")
+
+
 @dataclass
 class FederatedDataset:
-    """Organisations' tables under one schema, with a held-out test table."""
+    """Organisations' tables under one schema, with a held-out test table.
+
+    ``missing`` is what a model sees in a column an org does not hold: ``"zero"`` (the
+    consortium mean after standardisation, for models that read every column) or ``"nan"``
+    (for mask-aware models such as ``masked-mlp``, which turn NaN into a mask themselves). A
+    missing column is never filled with another organisation's values.
+    """
 
     schema: TaskSchema
     orgs: list[OrgTable]
     test: OrgTable | None = None
     description: str = ""
+    missing: str = "zero"
     standardizer: Standardizer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,8 +114,22 @@ class FederatedDataset:
                     f"{org.name!r} has {org.X.shape[1]} features, the schema has {d}",
                     source=org.source,
                 )
-        # Scaling statistics: per-org sums, combined; each org only uses the features it holds.
-        self.standardizer = Standardizer.federated((o.X, o.y) for o in self.orgs)
+        if self.missing not in MISSING:
+            raise ValueError(f"missing must be one of {MISSING}, got {self.missing!r}")
+        # Scaling statistics: per-org sums, combined; a column's statistics come only from the
+        # organisations that hold it.
+        masks = [o.feature_mask for o in self.orgs]
+        self.standardizer = Standardizer.federated(
+            ((o.X, o.y) for o in self.orgs), masks if any(m is not None for m in masks) else None
+        )
+
+    @property
+    def held(self) -> np.ndarray:
+        """Per schema feature: does at least one organisation hold it?"""
+        out = np.zeros(self.schema.n_features, dtype=bool)
+        for o in self.orgs:
+            out |= o.cell_mask().any(axis=0)
+        return out
 
     @property
     def org_names(self) -> list[str]:
@@ -100,8 +137,12 @@ class FederatedDataset:
 
     def standardized(self, org: OrgTable) -> StandardizedOrg:
         X = self.standardizer.transform_x(org.X)
+        fill = np.float32(0.0 if self.missing == "zero" else np.nan)
         if org.feature_mask is not None:
-            X[:, ~org.feature_mask] = 0.0
+            X[~org.cell_mask()] = fill
+        if any(o.feature_mask is not None for o in self.orgs):
+            # A column no organisation holds was never trained on: nobody's model reads it.
+            X[:, ~self.held] = fill
         return StandardizedOrg(org.name, X, self.standardizer.transform_y(org.y))
 
     def standardized_orgs(self) -> list[StandardizedOrg]:
@@ -114,17 +155,14 @@ class FederatedDataset:
 
     def pooled(self) -> OrgTable:
         """All organisations' rows together: only for the Joint upper-bound baseline."""
-        return OrgTable(
-            name="joint",
-            X=np.concatenate([o.X for o in self.orgs]),
-            y=np.concatenate([o.y for o in self.orgs]),
-            source="+".join(o.source for o in self.orgs),
-        )
+        return pool_tables(self.orgs, "joint", "+".join(o.source for o in self.orgs))
 
     def with_orgs(
         self, orgs: Sequence[OrgTable], description: str | None = None
     ) -> FederatedDataset:
-        return FederatedDataset(self.schema, list(orgs), self.test, description or self.description)
+        return FederatedDataset(
+            self.schema, list(orgs), self.test, description or self.description, self.missing
+        )
 
     def carve_validation(
         self, fraction: float = 0.2, seed: int = 0
@@ -143,14 +181,23 @@ class FederatedDataset:
             k = max(1, round(org.n * fraction))
             val.append(org.subset(perm[:k]))
             train.append(org.subset(perm[k:]))
-        val_pool = OrgTable(
-            name="validation",
-            X=np.concatenate([v.X for v in val]),
-            y=np.concatenate([v.y for v in val]),
-            source="validation rows carved from each org",
+        val_pool = pool_tables(val, "validation", "validation rows carved from each org")
+        train_ds = FederatedDataset(
+            self.schema, train, val_pool, self.description + " (train)", self.missing
         )
-        train_ds = FederatedDataset(self.schema, train, val_pool, self.description + " (train)")
-        return train_ds, FederatedDataset(self.schema, val, val_pool, "validation")
+        return train_ds, FederatedDataset(self.schema, val, val_pool, "validation", self.missing)
+
+
+def pool_tables(tables: Sequence[OrgTable], name: str, source: str) -> OrgTable:
+    """Rows of several tables in one; per-cell masks when the tables hold different columns."""
+    masked = any(t.feature_mask is not None for t in tables)
+    return OrgTable(
+        name=name,
+        X=np.concatenate([t.X for t in tables]),
+        y=np.concatenate([t.y for t in tables]),
+        source=source,
+        feature_mask=np.concatenate([t.cell_mask() for t in tables]) if masked else None,
+    )
 
 
 def build_dataset(

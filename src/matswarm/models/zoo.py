@@ -90,7 +90,17 @@ class LSTM(_Recurrent):
     cell = nn.LSTM
 
 
-MODELS: dict[str, type[RegressionModel]] = {"mlp": MLP, "lasso": Lasso, "rnn": RNN, "lstm": LSTM}
+from matswarm.models.masked import FedMDHNet, MaskedMLP  # noqa: E402 (they build on the base)
+
+MODELS: dict[str, type[RegressionModel]] = {
+    "mlp": MLP,
+    "lasso": Lasso,
+    "rnn": RNN,
+    "lstm": LSTM,
+    # Heterogeneous feature spaces: NaN marks a column the row's organisation does not hold.
+    "masked-mlp": MaskedMLP,
+    "fedmdh": FedMDHNet,
+}
 
 
 @dataclass(frozen=True)
@@ -116,8 +126,8 @@ class ModelSpec:
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            if self.name == "mlp":
-                return MLP(n_features, self.hidden, self.layers)
+            if self.name in ("mlp", "masked-mlp", "fedmdh"):
+                return MODELS[self.name](n_features, self.hidden, self.layers)  # type: ignore[call-arg]
             if self.name == "lasso":
                 return Lasso(n_features, self.l1)
             # Recurrent models: one recurrent layer + the output layer (``layers`` is MLP-only).
