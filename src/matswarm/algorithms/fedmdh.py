@@ -89,6 +89,7 @@ class FedMDH(FedAvg):
         generator: bool = True,
         distill: bool = True,
         kd: float = 1.0,
+        kd_real: float = 0.0,
         synthetic: float = 0.5,
         gen_warmup: float = 0.2,
         gen_lr: float = 3e-3,
@@ -100,6 +101,7 @@ class FedMDH(FedAvg):
         self.generator = generator
         self.distill = distill
         self.kd = kd
+        self.kd_real = kd_real
         self.synthetic = synthetic
         self.gen_warmup = gen_warmup
         self.gen_lr = gen_lr
@@ -112,8 +114,9 @@ class FedMDH(FedAvg):
         for key in ("align", "generator", "distill"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"fedmdh: {key} must be true or false, got {getattr(self, key)!r}")
-        if not (self.kd >= 0):
-            raise ValueError(f"fedmdh: kd must be >= 0, got {self.kd!r}")
+        for key in ("kd", "kd_real"):
+            if not (getattr(self, key) >= 0):
+                raise ValueError(f"fedmdh: {key} must be >= 0, got {getattr(self, key)!r}")
         if not (self.synthetic > 0):
             raise ValueError(f"fedmdh: synthetic must be > 0, got {self.synthetic!r}")
         if not 0 <= self.gen_warmup < 1:
@@ -165,37 +168,39 @@ class FedMDH(FedAvg):
                 )
             X = X.copy()
             X[:, ~keep] = np.nan
-        own_cols = torch.from_numpy(~np.isnan(X).all(axis=0))
         teacher = copy.deepcopy(model) if (self.distill or self.generator) else None
         if teacher is not None:
             teacher.eval()
-        sampling = self.generator and round_ > self.gen_warmup * self.rounds
-        deficit = label_deficit(data.y) if sampling else None
-        if deficit is not None and deficit.sum() <= 0:
-            sampling = False
         opt = optimizer if optimizer is not None else self.make_optimizer(model)
         opt.param_groups[0]["lr"] = self.lr_at(round_)
-        torch_gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        n_syn = max(1, round(self.synthetic * min(self.batch_size, data.n)))
+        syn = syn_soft = None
+        if self.generator and round_ > self.gen_warmup * self.rounds:
+            assert teacher is not None
+            # All of the round's synthetic rows at once, from the round's global generator.
+            syn = self.synthesize(teacher, X, data.y, n_syn * self.local_steps, rng)
+            if syn is not None and self.distill and self.kd > 0:
+                with torch.no_grad():
+                    syn_soft = teacher(syn[0])
+        kd_real = self.distill and self.kd_real > 0 and teacher is not None
         model.train()
         total = 0.0
-        n_syn = max(1, round(self.synthetic * min(self.batch_size, data.n)))
-        for xb, yb in _minibatches(X, data.y, self.local_steps, self.batch_size, rng):
+        batches = _minibatches(X, data.y, self.local_steps, self.batch_size, rng)
+        for step, (xb, yb) in enumerate(batches):
             pred = model(xb)
             loss = torch.mean((pred - yb) ** 2)
             task_loss = float(loss.detach())
-            xs = None
-            if sampling and teacher is not None:
-                assert deficit is not None
-                ys = torch.from_numpy(self._draw_labels(deficit, n_syn, rng))
-                xs = teacher.generator.sample(ys, torch_gen)  # type: ignore[union-attr]
-                # Only this org's own columns: the rest stay missing, never imputed.
-                xs = torch.where(own_cols, xs, torch.full((), float("nan")))
-                loss = loss + torch.mean((model(xs) - ys) ** 2)
-            if self.distill and self.kd > 0 and teacher is not None:
-                xk = xb if xs is None else torch.cat([xb, xs])
+            if kd_real:
+                assert teacher is not None
                 with torch.no_grad():
-                    soft = teacher(xk)
-                loss = loss + self.kd * torch.mean((model(xk) - soft) ** 2)
+                    soft = teacher(xb)
+                loss = loss + self.kd_real * torch.mean((pred - soft) ** 2)
+            if syn is not None:
+                rows = slice(step * n_syn, (step + 1) * n_syn)
+                ps = model(syn[0][rows])
+                loss = loss + torch.mean((ps - syn[1][rows]) ** 2)
+                if syn_soft is not None:
+                    loss = loss + self.kd * torch.mean((ps - syn_soft[rows]) ** 2)
             if gen is not None and self.generator:
                 loss = loss + gen.nll(xb, yb)
             opt.zero_grad(set_to_none=True)
@@ -203,6 +208,31 @@ class FedMDH(FedAvg):
             opt.step()
             total += task_loss
         return LocalResult(data.name, model.get_flat(), data.n, total / self.local_steps)
+
+    def synthesize(
+        self,
+        model: RegressionModel,
+        X: np.ndarray,
+        y: np.ndarray,
+        n: int,
+        rng: np.random.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``n`` synthetic rows for this org from ``model``'s generator: labels from the label
+        ranges the org is short of (:func:`label_deficit` of its labels ``y``), features only in
+        the columns the org holds (``X``'s other columns stay NaN). ``None`` when the org is short
+        of no label range. The rows live in this call's caller only: they are never sent."""
+        gen = getattr(model, "generator", None)
+        if gen is None:
+            raise ValueError("fedmdh: generator=True needs the 'fedmdh' model (it holds p(x|y))")
+        deficit = label_deficit(y)
+        if deficit.sum() <= 0:
+            return None
+        ys = torch.from_numpy(self._draw_labels(deficit, n, rng))
+        torch_gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        xs = gen.sample(ys, torch_gen)
+        own = torch.from_numpy(~np.isnan(X).all(axis=0))
+        # Only this org's own columns: the others stay missing, never imputed.
+        return torch.where(own, xs, torch.full((), float("nan"))), ys
 
     @staticmethod
     def _draw_labels(deficit: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -164,6 +164,10 @@ class FederatedDataset:
             self.schema, list(orgs), self.test, description or self.description, self.missing
         )
 
+    def with_missing(self, missing: str) -> FederatedDataset:
+        """The same dataset presenting missing columns as ``"zero"`` or ``"nan"``."""
+        return FederatedDataset(self.schema, self.orgs, self.test, self.description, missing)
+
     def carve_validation(
         self, fraction: float = 0.2, seed: int = 0
     ) -> tuple[FederatedDataset, FederatedDataset]:

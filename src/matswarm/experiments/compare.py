@@ -31,6 +31,7 @@ from matswarm.evaluation.metrics import Evaluator
 from matswarm.evaluation.plots import curves_plot, parity_plot
 from matswarm.experiments.config import ConfigError, ExperimentConfig
 from matswarm.experiments.runner import DISPLAY, SummaryRow, Unit, UnitResult, run_units, summarise
+from matswarm.models.masked import MASK_AWARE
 from matswarm.protocol.consortium import SECURITY_NOTE, TrustSettings
 
 
@@ -85,7 +86,10 @@ def load_data(
             f"{cfg.source}: split 'paper' uses the data's own {len(base.orgs)} organisation "
             f"file(s) but [split] orgs = {split.orgs}"
         )
-    return partition(base, split) if split.kind != "paper" else base, notice
+    ds = partition(base, split) if split.kind != "paper" else base
+    if cfg.model.name in MASK_AWARE:
+        ds = ds.with_missing("nan")  # the model masks NaN cells itself
+    return ds, notice
 
 
 @dataclass

@@ -30,6 +30,10 @@ def split_mask(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(present, x, torch.zeros((), dtype=x.dtype)), present.to(x.dtype)
 
 
+#: Model names whose input convention is NaN for a missing column.
+MASK_AWARE = ("masked-mlp", "fedmdh")
+
+
 class MaskedMLP(RegressionModel):
     """An MLP over the union of columns that reads NaN as "this org does not hold the column"."""
 
