@@ -107,3 +107,37 @@ def test_heterogeneity_metrics(perovskite):
     assert het.sample_ratio == pytest.approx(1231 / 891)
     assert het.columns == {"org1": 144, "org2": 145, "org3": 142}
     assert len(het.pairs) == 3 and all(p["wasserstein"] > 0.5 for p in het.pairs)
+
+
+def test_files_with_different_columns_build_a_union_schema(tmp_path):
+    from matswarm.data import build_dataset
+    from matswarm.data.errors import DataError
+
+    rng = np.random.default_rng(0)
+    import pandas as pd
+
+    t1 = pd.DataFrame(
+        {"a": rng.normal(size=30), "b": rng.normal(size=30), "y": rng.normal(size=30)}
+    )
+    t2 = pd.DataFrame(
+        {"a": rng.normal(size=20), "c": rng.normal(size=20), "y": rng.normal(size=20)}
+    )
+    test = pd.DataFrame({k: rng.normal(size=10) for k in ("a", "b", "c", "y")})
+    tables = {"org1": (t1, "o1.csv"), "org2": (t2, "o2.csv")}
+    with pytest.raises(DataError, match="schemas disagree"):
+        build_dataset(tables, "y", test=(test, "t.csv"))
+    ds = build_dataset(tables, "y", test=(test, "t.csv"), heterogeneous=True)
+    assert ds.schema.features == ("a", "b", "c")
+    assert ds.schema.org_features == {"org1": ("a", "b"), "org2": ("a", "c")}
+    assert ds.schema.missing_for("org2") == ("b",)
+    assert list(ds.orgs[1].feature_mask) == [True, False, True]
+    assert np.isnan(ds.with_missing("nan").standardized(ds.orgs[1]).X[:, 1]).all()
+    # The schema round-trips (a task spec carries it) and re-encodes the same way (task join).
+    again = TaskSchema.from_dict(ds.schema.to_dict())
+    X, _, mask = again.encode_org(t2, "o2.csv", "org2")
+    assert np.array_equal(mask, ds.orgs[1].feature_mask) and np.array_equal(X, ds.orgs[1].X)
+    with pytest.raises(DataError, match="'c'"):
+        again.encode_org(t2.drop(columns=["c"]), "o2.csv", "org2")
+    # A schema without declarations keeps its digest (and its old JSON form).
+    plain = TaskSchema("y", ("a", "b"))
+    assert "org_features" not in plain.to_dict()

@@ -214,15 +214,22 @@ def build_dataset(
     exclude: Sequence[str] = (),
     schema: TaskSchema | None = None,
     description: str = "",
+    heterogeneous: bool = False,
 ) -> FederatedDataset:
     """Validate and encode each org's table under one schema.
 
     ``org_tables`` maps org name to ``(table, source)`` where ``source`` names the file for error
     messages. Without an explicit ``schema`` one is inferred from each org and they must agree:
-    a column present in one org's schema but not another's is an error that names both.
+    a column present in one org's schema but not another's is an error that names both; with
+    ``heterogeneous=True`` they need not: the task's features are the union of the orgs'
+    numeric columns and each org is declared to hold its own (``TaskSchema.org_features``). An
+    explicit schema with ``org_features`` is honoured the same way. The test table must hold
+    every feature.
     """
     if not org_tables:
         raise DataError("no organisation tables given")
+    if schema is None and heterogeneous:
+        schema = _union_schema(org_tables, target, unit, exclude)
     if schema is None:
         inferred = {
             name: TaskSchema.infer(
@@ -237,15 +244,41 @@ def build_dataset(
             _check_agree(schema, inferred[name], org_tables[ref_name][1], org_tables[name][1])
     orgs = []
     for name, (table, src) in org_tables.items():
-        X, y = schema.encode(table, src)
-        assert y is not None
-        orgs.append(OrgTable(name=name, X=X, y=y, source=src))
+        X, y, mask = schema.encode_org(table, src, name)
+        orgs.append(OrgTable(name=name, X=X, y=y, source=src, feature_mask=mask))
     test_table = None
     if test is not None:
         tX, ty = schema.encode(test[0], test[1])
         assert ty is not None
         test_table = OrgTable(name="test", X=tX, y=ty, source=test[1])
     return FederatedDataset(schema, orgs, test_table, description)
+
+
+def _union_schema(
+    org_tables: Mapping[str, tuple[pd.DataFrame, str]],
+    target: str,
+    unit: str,
+    exclude: Sequence[str],
+) -> TaskSchema:
+    """The union of every org's numeric columns (first-seen order), each org declared to hold
+    its own."""
+    features: list[str] = []
+    idents: list[str] = []
+    own: dict[str, tuple[str, ...]] = {}
+    for name, (table, src) in org_tables.items():
+        s = TaskSchema.infer(
+            table, target, unit=unit, exclude=[c for c in exclude if c in table], source=src
+        )
+        own[name] = s.features
+        features += [f for f in s.features if f not in set(features)]
+        idents += [c for c in s.identifiers if c not in set(idents)]
+    clash = [c for c in idents if c in set(features)]
+    if clash:
+        raise DataError(
+            f"column {clash[0]!r} is numeric in one organisation's table and not in another's",
+            column=clash[0],
+        )
+    return TaskSchema(target, tuple(features), unit, tuple(idents), org_features=own)
 
 
 def _check_agree(a: TaskSchema, b: TaskSchema, src_a: str, src_b: str) -> None:

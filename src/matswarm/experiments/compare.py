@@ -77,6 +77,7 @@ def load_data(
             categorical=d["categorical"],
             exclude=d["exclude"],
             description=f"{len(tables)} file(s)",
+            heterogeneous=d["heterogeneous"],
         )
     else:
         raise ConfigError(f"{cfg.source}: [data] source must be perovskite, files or synthetic")

@@ -49,6 +49,11 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "unit": ((str,), "eV/atom", "target unit used in every reported metric"),
         "categorical": ((str,), "drop", "non-numeric low-cardinality columns: drop | onehot"),
         "exclude": ((list,), [], "columns never used as features (e.g. leaking properties)"),
+        "heterogeneous": (
+            (bool,),
+            False,
+            "files: orgs may hold different columns (union schema, missing columns named)",
+        ),
         "rows": ((int,), 3694, "synthetic: training rows"),
         "features": ((int,), 147, "synthetic: feature columns"),
         "label_shift": ((int, float), 1.0, "synthetic: per-org label shift"),

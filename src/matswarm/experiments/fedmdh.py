@@ -64,7 +64,7 @@ LABELS = {
     "joint": "Joint, masked union",
 }
 for _k in METHODS:
-        DISPLAY.setdefault(_k, LABELS[_k])
+    DISPLAY.setdefault(_k, LABELS[_k])
 
 
 def build_units(

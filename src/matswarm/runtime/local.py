@@ -29,6 +29,7 @@ from eth_account import Account
 
 from matswarm.data import DataError, TaskSchema, build_dataset, read_table
 from matswarm.ledger import Ledger
+from matswarm.models.masked import MASK_AWARE
 from matswarm.protocol.consortium import Consortium, finish_task
 from matswarm.protocol.messages import vector_hash
 from matswarm.protocol.spec import TaskSpec
@@ -163,7 +164,7 @@ class Home:
             )
         schema = TaskSchema.from_dict(spec.schema)
         table = read_table(data)
-        X, _ = schema.encode(table, str(data))
+        X, _, _ = schema.encode_org(table, str(data), org)
         rec = JoinRecord(org, str(Path(data).resolve()), _sha256(data), len(X))
         path = self.join_path(task_id, org)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +231,8 @@ def run_local_task(
         )
     except DataError:
         raise
+    if spec.model.get("name") in MASK_AWARE:
+        ds = ds.with_missing("nan")  # mask-aware models read NaN as "this org lacks the column"
     ledger_ro.close()
     first = identities[spec.participants[0]]
     ledger = home.ledger(first.evm_account())
