@@ -187,7 +187,14 @@ class FedMDH(FedAvg):
         total = 0.0
         batches = _minibatches(X, data.y, self.local_steps, self.batch_size, rng)
         for step, (xb, yb) in enumerate(batches):
-            pred = model(xb)
+            nb = len(yb)
+            if syn is not None:
+                # Real and synthetic rows in one forward pass.
+                rows = slice(step * n_syn, (step + 1) * n_syn)
+                out = model(torch.cat([xb, syn[0][rows]]))
+                pred, ps = out[:nb], out[nb:]
+            else:
+                pred = model(xb)
             loss = torch.mean((pred - yb) ** 2)
             task_loss = float(loss.detach())
             if kd_real:
@@ -196,8 +203,6 @@ class FedMDH(FedAvg):
                     soft = teacher(xb)
                 loss = loss + self.kd_real * torch.mean((pred - soft) ** 2)
             if syn is not None:
-                rows = slice(step * n_syn, (step + 1) * n_syn)
-                ps = model(syn[0][rows])
                 loss = loss + torch.mean((ps - syn[1][rows]) ** 2)
                 if syn_soft is not None:
                     loss = loss + self.kd * torch.mean((ps - syn_soft[rows]) ** 2)
