@@ -153,7 +153,9 @@ def _attested_run(ds, workdir, attack):
         ds = poison_dataset(ds, {"org3": make_attack("label-flip")})
     algo = make_algorithm("fedavg", rounds=3, local_steps=4, lr=1e-2, batch_size=32)
     cons = Consortium.embedded(workdir, ds.org_names)
-    eng, _, task_id = trusted_task(cons, ds, algo, settings=TrustSettings(attested_training=True))
+    eng, _, task_id = trusted_task(
+        cons, ds, algo, settings=TrustSettings(attested_training=True)
+    )
     if attack != "label-flip":
         eng.participants[2] = ByzantineParticipant(eng.participants[2], make_attack(attack))
     eng.run()
