@@ -12,7 +12,8 @@ from matswarm.algorithms import make_algorithm
 from matswarm.algorithms.fedmdh import _BIN_EDGES, label_deficit
 from matswarm.data import synthetic
 from matswarm.data.federated import FederatedDataset
-from matswarm.data.heterogeneous import apply_masks, feature_partition
+from matswarm.data.heterogeneous import feature_partition
+from matswarm.data.splits import apply_feature_subsets
 from matswarm.models import ModelSpec
 from matswarm.protocol import RoundHooks
 from matswarm.runtime import build_engine
@@ -26,17 +27,16 @@ def hetero(n_orgs=3, seed=1, overlap=0.5) -> FederatedDataset:
         n_rows=80 * n_orgs, n_features=10, n_orgs=n_orgs, n_test=40, seed=seed
     )
     masks = feature_partition(10, n_orgs, overlap, seed)
-    return FederatedDataset(base.schema, apply_masks(base.orgs, masks), base.test, "hetero", "nan")
+    return FederatedDataset(
+        base.schema, apply_feature_subsets(base.orgs, masks), base.test, "hetero", "nan"
+    )
 
 
 def first_layer_and_generator(params: np.ndarray, d: int):
     m = SPEC.build(d)
     m.set_flat(params)
-    return (
-        m.body[0].weight.detach().numpy().copy(),
-        m.generator.mu.weight.detach().numpy().copy(),
-        m.generator.log_sigma.weight.detach().numpy().copy(),
-    )
+    out = m.generator.out.weight.detach().numpy().copy()  # rows: d means, then d log-scales
+    return m.body[0].weight.detach().numpy().copy(), out[:d], out[d:]
 
 
 def test_masks_never_leak_a_missing_column():

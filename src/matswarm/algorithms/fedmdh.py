@@ -23,11 +23,18 @@ switchable, all inside the local objective:
    already has) exceeds the org's own label histogram. Synthetic rows carry only the org's own
    columns (the others stay NaN), are used in that org's local steps only, and never leave it.
 3. **Regression distillation** (``distill``; FedMDH's RKD): the round's global model's
-   predictions are soft labels; ``kd * mean((f(x) - f_global(x))^2)`` over the real and
-   synthetic rows of each batch keeps the local model close to the consortium in *output*
-   space, which for regression is what a classification KL term does for logits. On the
-   synthetic rows (labels the org has never seen) this is what stops the local model from
-   forgetting the other orgs' label ranges during its local steps.
+   predictions are soft labels; ``kd * mean((f(x) - f_global(x))^2)`` over the synthetic rows
+   of each batch (and ``kd_real *`` the same over the org's real rows) keeps the local model
+   close to the consortium in *output* space, which for regression is what a classification KL
+   term does for logits. On the synthetic rows (label ranges the org has never seen) this stops
+   the local model from forgetting the other orgs' ranges during its local steps; without the
+   generator only the ``kd_real`` part remains.
+
+Defaults (``kd = 1``, ``kd_real = 0``, ``synthetic = 0.5``, ``gen_warmup = 0.2``) were chosen
+on validation rows carved from each org's training rows (20 %, FedMDH split, 3 seeds), never
+on the test set: validation RMSE 0.224 ± 0.003 eV/atom with distillation, 0.234 ± 0.002
+without, 0.344 with neither generator nor distillation (2 seeds), and 0.41 with distillation
+on the real rows only (``kd_real = 1``, no generator, 2 seeds).
 
 Not reproduced from FedMDH: the Wasserstein-barycentre anchor alignment of per-org latent
 Gaussians (with a shared masked encoder there is no per-org mapping to align; aligning

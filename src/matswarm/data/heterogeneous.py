@@ -107,14 +107,6 @@ def feature_partition(n_features: int, k: int, overlap: float, seed: int = 0) ->
     return masks
 
 
-def apply_masks(orgs: Sequence[OrgTable], masks: Sequence[np.ndarray]) -> list[OrgTable]:
-    if len(orgs) != len(masks):
-        raise ValueError(f"{len(orgs)} organisations but {len(masks)} feature masks")
-    return [
-        replace(o, feature_mask=np.asarray(m, dtype=bool)) for o, m in zip(orgs, masks, strict=True)
-    ]
-
-
 def restrict(ds: FederatedDataset, features: Sequence[str]) -> FederatedDataset:
     """The same organisations and test rows on a subset of the schema's columns (in the
     schema's order); masks are cut to match, and dropped when every org then holds every

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from matswarm.data.federated import FederatedDataset
-from matswarm.data.heterogeneous import apply_masks, feature_partition
+from matswarm.data.heterogeneous import feature_partition
 from matswarm.data.splits import (
     SPLITS,
     apply_feature_subsets,
@@ -66,7 +66,7 @@ def partition(dataset: FederatedDataset, spec: SplitSpec) -> FederatedDataset:
         elif spec.kind == "feature-partition":
             orgs = split_iid(pool, spec.orgs, spec.seed)
             masks = feature_partition(dataset.schema.n_features, len(orgs), spec.overlap, spec.seed)
-            orgs = apply_masks(orgs, masks)
+            orgs = apply_feature_subsets(orgs, masks)
         elif spec.kind == "dirichlet":
             orgs = split_dirichlet(pool, spec.orgs, spec.alpha, spec.seed)
         else:

@@ -19,33 +19,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from matswarm.models.base import RegressionModel
+from matswarm.models.zoo import MLP
 
 #: Model names whose input convention is NaN for a missing column.
 MASK_AWARE = ("masked-mlp", "fedmdh")
 
 
-class MaskedMLP(RegressionModel):
+class MaskedMLP(MLP):
     """An MLP over the union of columns that reads NaN as "this org does not hold the column"."""
-
-    def __init__(self, n_features: int, hidden: int = 32, layers: int = 3):
-        super().__init__()
-        if layers < 2:
-            raise ValueError(f"an MLP needs at least 2 layers, got {layers}")
-        blocks: list[nn.Module] = []
-        width = n_features
-        for _ in range(layers - 1):
-            blocks += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        self.body = nn.Sequential(*blocks)
-        self.out = nn.Linear(width, 1)
 
     def represent(self, x: torch.Tensor) -> torch.Tensor:
         # NaN -> 0: the cell adds nothing to the first layer and its weight gets no gradient.
         return self.body(torch.nan_to_num(x, nan=0.0))
-
-    def head(self, u: torch.Tensor) -> torch.Tensor:
-        return self.out(u)
 
 
 class ConditionalGaussian(nn.Module):
@@ -64,7 +49,9 @@ class ConditionalGaussian(nn.Module):
     def __init__(self, n_features: int, hidden: int = 64):
         super().__init__()
         self.n_features = n_features
-        self.net = nn.Sequential(nn.Linear(1, hidden), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
         # One head for mean and log-scale (fewer, larger ops: per-op overhead dominates here).
         self.out = nn.Linear(hidden, 2 * n_features)
 

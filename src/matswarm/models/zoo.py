@@ -90,7 +90,7 @@ class LSTM(_Recurrent):
     cell = nn.LSTM
 
 
-from matswarm.models.masked import FedMDHNet, MaskedMLP  # noqa: E402 (they build on the base)
+from matswarm.models.masked import FedMDHNet, MaskedMLP  # noqa: E402 (they build on MLP)
 
 MODELS: dict[str, type[RegressionModel]] = {
     "mlp": MLP,
