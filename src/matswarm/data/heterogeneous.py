@@ -136,6 +136,28 @@ def restrict(ds: FederatedDataset, features: Sequence[str]) -> FederatedDataset:
     return FederatedDataset(schema, [cut(o) for o in ds.orgs], test, ds.description, ds.missing)
 
 
+def declare_org_features(
+    schema: TaskSchema, org_tables: Sequence[str], participants: Sequence[str]
+) -> TaskSchema:
+    """``schema`` with per-org feature sets from ``ORG=TABLE`` pairs: each org holds the
+    schema's features its table (or header-only CSV) has. Errors name the pair at fault."""
+    from matswarm.data.tables import read_table
+
+    declared: dict[str, tuple[str, ...]] = {}
+    for pair in org_tables:
+        org, sep, path = pair.partition("=")
+        if not sep or not org or not path:
+            raise DataError(f"--org-columns wants ORG=TABLE, got {pair!r}")
+        if org not in participants:
+            raise DataError(f"--org-columns names {org!r}, not a participant {list(participants)}")
+        columns = set(read_table(path).columns)
+        held = tuple(f for f in schema.features if f in columns)
+        if not held:
+            raise DataError("holds none of the task's features", source=path)
+        declared[org] = held
+    return replace(schema, org_features=declared)
+
+
 def shared_columns(ds: FederatedDataset) -> list[str]:
     """The columns every organisation holds."""
     held = np.ones(ds.schema.n_features, dtype=bool)
