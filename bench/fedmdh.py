@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -39,14 +40,18 @@ def main() -> None:
             cmd += ["--data", args.data]
         if args.rounds:
             cmd += ["--rounds", str(args.rounds)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall, rss, text = run_measured(cmd)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         doc = json.loads((Path(out) / "results.json").read_text())
     print(text)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average at the end {load:.2f}")
     print(
         f"experiment fedmdh, {args.seeds} seeds, {args.jobs} jobs: wall {wall:.0f} s "
-        f"(target < 600), peak tree RSS {rss:.0f} MiB"
+        f"(target < 600), peak tree RSS {rss:.0f} MiB; CPU {cpu:.0f} s (user+sys of the whole "
+        f"process tree), i.e. at least {cpu / 2:.0f} s of wall on an idle 2-core machine"
     )
     for r in doc["rows"]:
         if r["org"] == "global":
