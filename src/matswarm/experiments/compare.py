@@ -26,6 +26,7 @@ import torch
 import matswarm
 from matswarm.data import FederatedDataset, partition, perovskite, synthetic
 from matswarm.data.federated import build_dataset
+from matswarm.data.heterogeneous import heterogeneity
 from matswarm.data.tables import read_table
 from matswarm.evaluation.metrics import Evaluator
 from matswarm.evaluation.plots import curves_plot, parity_plot
@@ -199,6 +200,8 @@ def _write_json(out, cfg, dataset, rows, dummy, results, seconds, notice) -> Pat
             for r in results
         ],
         "trust": trust_summary(results),
+        # Label distances, feature overlap and sample ratio of the orgs (every run).
+        "heterogeneity": heterogeneity(dataset).as_dict(),
     }
     path = out / "results.json"
     path.write_text(json.dumps(doc, indent=2))
