@@ -1,8 +1,9 @@
 """Algorithms: how organisations train locally and how their updates combine.
 
 Baselines (not federated): :class:`Solo`, :class:`Joint`. Federated: :class:`FedAvg`,
-:class:`FedProx`, :class:`FedAvgM`, :class:`FedAdam` and :class:`MatSwarm` (swarm transfer
-learning). All share one local-training loop (:func:`train_local`).
+:class:`FedProx`, :class:`FedAvgM`, :class:`FedAdam`, :class:`MatSwarm` (swarm transfer
+learning) and :class:`FedMDH` (heterogeneous feature spaces). All share one local-training loop
+(:func:`train_local`; FedMDH adds its terms around the same minibatch schedule).
 """
 
 from typing import Any
@@ -20,12 +21,14 @@ from matswarm.algorithms.base import (
 )
 from matswarm.algorithms.baselines import Joint, Solo
 from matswarm.algorithms.fedavg import FedAdam, FedAvg, FedAvgM, FedProx
+from matswarm.algorithms.fedmdh import FedMDH
 from matswarm.algorithms.histogram import FedGBDT
 from matswarm.algorithms.swarm import MatSwarm
 from matswarm.algorithms.training import TrainStats, train_local
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (Solo, Joint, FedAvg, FedProx, FedAvgM, FedAdam, MatSwarm, FedGBDT)
+    cls.name: cls
+    for cls in (Solo, Joint, FedAvg, FedProx, FedAvgM, FedAdam, MatSwarm, FedMDH, FedGBDT)
 }
 
 
@@ -57,6 +60,7 @@ __all__ = [
     "FedAvg",
     "FedAvgM",
     "FedGBDT",
+    "FedMDH",
     "FedProx",
     "FederatedAlgorithm",
     "Joint",

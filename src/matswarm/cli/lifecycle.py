@@ -219,6 +219,14 @@ def task_create(
     name: Annotated[str, typer.Option(help="Task name.")] = "task",
     deadline: Annotated[int, typer.Option(help="Round deadline in seconds.")] = 3600,
     encrypt: Annotated[bool, typer.Option(help="Encrypt updates to the participants.")] = True,
+    org_columns: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ORG=TABLE (repeatable): heterogeneous feature spaces; the org holds the "
+            "schema's features that TABLE (its own table, or a header-only CSV) has, and may "
+            "lack the others (use a mask-aware model: masked-mlp or fedmdh)."
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Propose a sharing task: the spec and initial model go to the store, the task to the
@@ -258,6 +266,10 @@ def task_create(
             threshold=cd.get("threshold"),
             positive=cd.get("positive", "above"),
         )
+        if org_columns:
+            from matswarm.data.heterogeneous import declare_org_features
+
+            schema = declare_org_features(schema, org_columns, names)
         seed = cfg.seeds[0]
         initial = cfg.model.build(schema.n_features, seed).get_flat()
         spec = TaskSpec.for_run(
@@ -302,6 +314,9 @@ def task_create(
         f"task 0x{task_id.hex()} created: {algorithm}, {spec.rounds} rounds, "
         f"{len(names)} participants, {schema.n_features} features"
     )
+    for org in schema.org_features:
+        lacks = schema.missing_for(org)
+        console.print(f"  {org} holds {schema.n_features - len(lacks)}; lacks: {', '.join(lacks)}")
 
 
 def task_join(
@@ -326,6 +341,11 @@ def task_join(
         f"{org} joined task {task[:12]}…: {rec.rows} rows of {data} match the schema "
         f"(sha256 {rec.sha256[:12]}…); no row leaves this machine"
     )
+    from matswarm.data import TaskSchema
+
+    lacks = TaskSchema.from_dict(spec.schema).missing_for(org)
+    if lacks:
+        console.print(f"  declared missing (masked, never imputed): {', '.join(lacks)}")
 
 
 def task_status(

@@ -256,6 +256,38 @@ def table1(
         fail(str(exc))
 
 
+@experiment_app.command("fedmdh")
+def fedmdh(
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per method.")] = 5,
+    data: Annotated[Path | None, typer.Option(help="Folder with the perovskite CSVs.")] = None,
+    output: Annotated[Path, typer.Option(help="Output folder.")] = Path("matswarm-results/fedmdh"),
+    jobs: Annotated[int, typer.Option(min=1)] = 2,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="Override the number of rounds (quick looks).")
+    ] = None,
+    trust: Annotated[
+        bool, typer.Option(help="Run every federated method as a task on the trust layer.")
+    ] = False,
+) -> None:
+    """FedMDH split (3 orgs, 144/145/142 columns): FedMDH, its ablation and the baselines,
+    beside the FedMDH poster's numbers."""
+    from matswarm.experiments.fedmdh import run_fedmdh_experiment
+
+    try:
+        run_fedmdh_experiment(
+            console,
+            progress_bar,
+            seeds=seeds,
+            data=data,
+            output=output,
+            jobs=jobs,
+            rounds=rounds,
+            trust=trust,
+        )
+    except (ConfigError, DataError, ValueError) as exc:
+        fail(str(exc))
+
+
 @experiment_app.command("attacks")
 def attacks(
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per cell.")] = 3,

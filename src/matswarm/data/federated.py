@@ -21,8 +21,11 @@ from matswarm.data.schema import CategoricalPolicy, TaskSchema
 class OrgTable:
     """One organisation's encoded table (raw units, float64) and where it came from.
 
-    ``feature_mask`` marks the schema features this org actually holds (all by default); an org
-    without a feature sees it as the consortium mean (0 after standardisation).
+    ``feature_mask`` marks the schema features this org actually holds (all by default): one
+    boolean per column, or one per cell (``(n, d)``) for a pooled table whose rows come from
+    orgs with different columns. The raw values of a column an org does not hold are
+    placeholders that nothing reads: scaling statistics skip them and
+    :meth:`FederatedDataset.standardized` replaces them (see ``FederatedDataset.missing``).
     """
 
     name: str
@@ -46,13 +49,23 @@ class OrgTable:
     def subset(
         self, rows: np.ndarray, name: str | None = None, source: str | None = None
     ) -> OrgTable:
+        mask = self.feature_mask
+        if mask is not None and mask.ndim == 2:
+            mask = mask[rows]
         return replace(
             self,
             name=name or self.name,
             X=self.X[rows],
             y=self.y[rows],
             source=source or self.source,
+            feature_mask=mask,
         )
+
+    def cell_mask(self) -> np.ndarray:
+        """``(n, d)`` booleans: which cells hold a value this org measured."""
+        if self.feature_mask is None:
+            return np.ones(self.X.shape, dtype=bool)
+        return np.broadcast_to(np.asarray(self.feature_mask, dtype=bool), self.X.shape).copy()
 
 
 @dataclass(frozen=True)
@@ -72,14 +85,24 @@ class StandardizedOrg:
         return len(self.y)
 
 
+MISSING = ("zero", "nan")
+
+
 @dataclass
 class FederatedDataset:
-    """Organisations' tables under one schema, with a held-out test table."""
+    """Organisations' tables under one schema, with a held-out test table.
+
+    ``missing`` is what a model sees in a column an org does not hold: ``"zero"`` (the
+    consortium mean after standardisation, for models that read every column) or ``"nan"``
+    (for mask-aware models such as ``masked-mlp``, which turn NaN into a mask themselves). A
+    missing column is never filled with another organisation's values.
+    """
 
     schema: TaskSchema
     orgs: list[OrgTable]
     test: OrgTable | None = None
     description: str = ""
+    missing: str = "zero"
     standardizer: Standardizer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -95,10 +118,24 @@ class FederatedDataset:
                     f"{org.name!r} has {org.X.shape[1]} features, the schema has {d}",
                     source=org.source,
                 )
-        # Scaling statistics: per-org sums, combined; each org only uses the features it holds.
-        self.standardizer = Standardizer.federated((o.X, o.y) for o in self.orgs)
-        if self.schema.task == "classification":
+        if self.missing not in MISSING:
+            raise ValueError(f"missing must be one of {MISSING}, got {self.missing!r}")
+        # Scaling statistics: per-org sums, combined; a column's statistics come only from the
+        # organisations that hold it.
+        masks = [o.feature_mask for o in self.orgs]
+        self.standardizer = Standardizer.federated(
+            ((o.X, o.y) for o in self.orgs), masks if any(m is not None for m in masks) else None
+        )
+        if self.schema.task == "classification":  # 0/1 labels are not scaled
             self.standardizer = self.standardizer.with_identity_y()
+
+    @property
+    def held(self) -> np.ndarray:
+        """Per schema feature: does at least one organisation hold it?"""
+        out = np.zeros(self.schema.n_features, dtype=bool)
+        for o in self.orgs:
+            out |= o.cell_mask().any(axis=0)
+        return out
 
     @property
     def org_names(self) -> list[str]:
@@ -106,8 +143,12 @@ class FederatedDataset:
 
     def standardized(self, org: OrgTable) -> StandardizedOrg:
         X = self.standardizer.transform_x(org.X)
+        fill = np.float32(0.0 if self.missing == "zero" else np.nan)
         if org.feature_mask is not None:
-            X[:, ~org.feature_mask] = 0.0
+            X[~org.cell_mask()] = fill
+        if any(o.feature_mask is not None for o in self.orgs):
+            # A column no organisation holds was never trained on: nobody's model reads it.
+            X[:, ~self.held] = fill
         return StandardizedOrg(org.name, X, self.standardizer.transform_y(org.y), self.schema.task)
 
     def standardized_orgs(self) -> list[StandardizedOrg]:
@@ -120,17 +161,18 @@ class FederatedDataset:
 
     def pooled(self) -> OrgTable:
         """All organisations' rows together: only for the Joint upper-bound baseline."""
-        return OrgTable(
-            name="joint",
-            X=np.concatenate([o.X for o in self.orgs]),
-            y=np.concatenate([o.y for o in self.orgs]),
-            source="+".join(o.source for o in self.orgs),
-        )
+        return pool_tables(self.orgs, "joint", "+".join(o.source for o in self.orgs))
 
     def with_orgs(
         self, orgs: Sequence[OrgTable], description: str | None = None
     ) -> FederatedDataset:
-        return FederatedDataset(self.schema, list(orgs), self.test, description or self.description)
+        return FederatedDataset(
+            self.schema, list(orgs), self.test, description or self.description, self.missing
+        )
+
+    def with_missing(self, missing: str) -> FederatedDataset:
+        """The same dataset presenting missing columns as ``"zero"`` or ``"nan"``."""
+        return FederatedDataset(self.schema, self.orgs, self.test, self.description, missing)
 
     def carve_validation(
         self, fraction: float = 0.2, seed: int = 0
@@ -149,14 +191,23 @@ class FederatedDataset:
             k = max(1, round(org.n * fraction))
             val.append(org.subset(perm[:k]))
             train.append(org.subset(perm[k:]))
-        val_pool = OrgTable(
-            name="validation",
-            X=np.concatenate([v.X for v in val]),
-            y=np.concatenate([v.y for v in val]),
-            source="validation rows carved from each org",
+        val_pool = pool_tables(val, "validation", "validation rows carved from each org")
+        train_ds = FederatedDataset(
+            self.schema, train, val_pool, self.description + " (train)", self.missing
         )
-        train_ds = FederatedDataset(self.schema, train, val_pool, self.description + " (train)")
-        return train_ds, FederatedDataset(self.schema, val, val_pool, "validation")
+        return train_ds, FederatedDataset(self.schema, val, val_pool, "validation", self.missing)
+
+
+def pool_tables(tables: Sequence[OrgTable], name: str, source: str) -> OrgTable:
+    """Rows of several tables in one; per-cell masks when the tables hold different columns."""
+    masked = any(t.feature_mask is not None for t in tables)
+    return OrgTable(
+        name=name,
+        X=np.concatenate([t.X for t in tables]),
+        y=np.concatenate([t.y for t in tables]),
+        source=source,
+        feature_mask=np.concatenate([t.cell_mask() for t in tables]) if masked else None,
+    )
 
 
 def build_dataset(
@@ -172,16 +223,23 @@ def build_dataset(
     task: str = "regression",
     threshold: float | None = None,
     positive: str = "above",
+    heterogeneous: bool = False,
 ) -> FederatedDataset:
     """Validate and encode each org's table under one schema.
 
     ``org_tables`` maps org name to ``(table, source)`` where ``source`` names the file for error
     messages. Without an explicit ``schema`` one is inferred from each org and they must agree:
-    a column present in one org's schema but not another's is an error that names both.
-    ``task``/``threshold``/``positive`` define a classification task (see :class:`TaskSchema`).
+    a column present in one org's schema but not another's is an error that names both; with
+    ``heterogeneous=True`` they need not: the task's features are the union of the orgs'
+    numeric columns and each org is declared to hold its own (``TaskSchema.org_features``). An
+    explicit schema with ``org_features`` is honoured the same way. The test table must hold
+    every feature. ``task``/``threshold``/``positive`` define a classification task (see
+    :class:`TaskSchema`).
     """
     if not org_tables:
         raise DataError("no organisation tables given")
+    if schema is None and heterogeneous:
+        schema = _union_schema(org_tables, target, unit, exclude)
     if schema is None:
         inferred = {
             name: TaskSchema.infer(
@@ -204,15 +262,41 @@ def build_dataset(
             _check_agree(schema, inferred[name], org_tables[ref_name][1], org_tables[name][1])
     orgs = []
     for name, (table, src) in org_tables.items():
-        X, y = schema.encode(table, src)
-        assert y is not None
-        orgs.append(OrgTable(name=name, X=X, y=y, source=src))
+        X, y, mask = schema.encode_org(table, src, name)
+        orgs.append(OrgTable(name=name, X=X, y=y, source=src, feature_mask=mask))
     test_table = None
     if test is not None:
         tX, ty = schema.encode(test[0], test[1])
         assert ty is not None
         test_table = OrgTable(name="test", X=tX, y=ty, source=test[1])
     return FederatedDataset(schema, orgs, test_table, description)
+
+
+def _union_schema(
+    org_tables: Mapping[str, tuple[pd.DataFrame, str]],
+    target: str,
+    unit: str,
+    exclude: Sequence[str],
+) -> TaskSchema:
+    """The union of every org's numeric columns (first-seen order), each org declared to hold
+    its own."""
+    features: list[str] = []
+    idents: list[str] = []
+    own: dict[str, tuple[str, ...]] = {}
+    for name, (table, src) in org_tables.items():
+        s = TaskSchema.infer(
+            table, target, unit=unit, exclude=[c for c in exclude if c in table], source=src
+        )
+        own[name] = s.features
+        features += [f for f in s.features if f not in set(features)]
+        idents += [c for c in s.identifiers if c not in set(idents)]
+    clash = [c for c in idents if c in set(features)]
+    if clash:
+        raise DataError(
+            f"column {clash[0]!r} is numeric in one organisation's table and not in another's",
+            column=clash[0],
+        )
+    return TaskSchema(target, tuple(features), unit, tuple(idents), org_features=own)
 
 
 def _check_agree(a: TaskSchema, b: TaskSchema, src_a: str, src_b: str) -> None:

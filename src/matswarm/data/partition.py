@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from matswarm.data.federated import FederatedDataset
+from matswarm.data.heterogeneous import feature_partition
 from matswarm.data.splits import (
     SPLITS,
     apply_feature_subsets,
@@ -23,6 +24,9 @@ class SplitSpec:
     ``kind``: ``paper`` (the dataset's own per-org files), ``iid``, ``label-quantile``,
     ``dirichlet`` (uses ``alpha``) or ``quantity`` (uses ``ratios``; K = len(ratios)).
     ``feature_fraction`` < 1 additionally gives each org a random subset of the features.
+    ``feature-partition``: iid rows, and a fraction ``overlap`` of the columns held by every org,
+    each other column by exactly one (heterogeneous feature spaces; see
+    :mod:`matswarm.data.heterogeneous`).
     """
 
     kind: str = "paper"
@@ -31,10 +35,13 @@ class SplitSpec:
     ratios: tuple[float, ...] = ()
     feature_fraction: float = 1.0
     seed: int = 0
+    overlap: float = 0.5
 
     def __post_init__(self) -> None:
         if self.kind not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {self.kind!r}")
+        if not 0.0 <= self.overlap <= 1.0:
+            raise ValueError(f"overlap must be in [0, 1], got {self.overlap}")
         if self.kind == "quantity" and len(self.ratios) < 2:
             raise ValueError(
                 "split 'quantity' needs ratios with at least two entries, e.g. [1, 2, 3]"
@@ -56,6 +63,10 @@ def partition(dataset: FederatedDataset, spec: SplitSpec) -> FederatedDataset:
             orgs = split_iid(pool, spec.orgs, spec.seed)
         elif spec.kind == "label-quantile":
             orgs = split_label_quantiles(pool, spec.orgs)
+        elif spec.kind == "feature-partition":
+            orgs = split_iid(pool, spec.orgs, spec.seed)
+            masks = feature_partition(dataset.schema.n_features, len(orgs), spec.overlap, spec.seed)
+            orgs = apply_feature_subsets(orgs, masks)
         elif spec.kind == "dirichlet":
             orgs = split_dirichlet(pool, spec.orgs, spec.alpha, spec.seed)
         else:

@@ -17,18 +17,32 @@ import numpy as np
 
 @dataclass(frozen=True)
 class MomentStats:
-    """Count, sum and sum of squares per column (float64): what an org shares for scaling."""
+    """Count, sum and sum of squares per column (float64): what an org shares for scaling.
 
-    count: int
+    ``count`` is one row count, or per column (an array) when organisations hold different
+    columns: a column's statistics then come only from the organisations that hold it.
+    """
+
+    count: int | np.ndarray
     sum: np.ndarray
     sumsq: np.ndarray
 
     @classmethod
-    def of(cls, values: np.ndarray) -> MomentStats:
+    def of(cls, values: np.ndarray, mask: np.ndarray | None = None) -> MomentStats:
+        """Statistics of ``values``; with a boolean ``mask`` (per column, or per cell) only the
+        cells it marks count (the others are columns the org does not hold)."""
         v = np.asarray(values, dtype=np.float64)
         if v.ndim == 1:
             v = v[:, None]
-        return cls(count=int(v.shape[0]), sum=v.sum(axis=0), sumsq=np.square(v).sum(axis=0))
+        if mask is None:
+            return cls(count=int(v.shape[0]), sum=v.sum(axis=0), sumsq=np.square(v).sum(axis=0))
+        m = np.broadcast_to(np.asarray(mask, dtype=bool), v.shape)
+        held = np.where(m, v, 0.0)
+        return cls(
+            count=m.sum(axis=0).astype(np.int64),
+            sum=held.sum(axis=0),
+            sumsq=np.square(held).sum(axis=0),
+        )
 
     def __add__(self, other: MomentStats) -> MomentStats:
         if self.sum.shape != other.sum.shape:
@@ -49,12 +63,15 @@ class MomentStats:
 
     @property
     def mean(self) -> np.ndarray:
-        return self.sum / self.count
+        """Column means (0 for a column no row holds)."""
+        count = np.maximum(self.count, 1)
+        return np.where(np.asarray(self.count) > 0, self.sum / count, 0.0)
 
     @property
     def std(self) -> np.ndarray:
         """Population standard deviation; constant columns get 1 so they scale to 0, not NaN."""
-        var = np.maximum(self.sumsq / self.count - np.square(self.mean), 0.0)
+        count = np.maximum(self.count, 1)
+        var = np.maximum(self.sumsq / count - np.square(self.mean), 0.0)
         std = np.sqrt(var)
         scale_floor = 1e-12 * np.maximum(np.abs(self.mean), 1.0)
         return np.where(std > scale_floor, std, 1.0)
@@ -79,11 +96,18 @@ class Standardizer:
         )
 
     @classmethod
-    def federated(cls, tables: Iterable[tuple[np.ndarray, np.ndarray]]) -> Standardizer:
-        """Combine per-org (X, y) statistics; each table is summarised locally first."""
+    def federated(
+        cls,
+        tables: Iterable[tuple[np.ndarray, np.ndarray]],
+        masks: Iterable[np.ndarray | None] | None = None,
+    ) -> Standardizer:
+        """Combine per-org (X, y) statistics; each table is summarised locally first. With
+        ``masks`` (one per table: the columns it holds), a column's mean and scale come only
+        from the organisations holding it."""
         xs, ys = [], []
-        for X, y in tables:
-            xs.append(MomentStats.of(X))
+        mask_list = list(masks) if masks is not None else None
+        for i, (X, y) in enumerate(tables):
+            xs.append(MomentStats.of(X, None if mask_list is None else mask_list[i]))
             ys.append(MomentStats.of(y))
         return cls.from_stats(MomentStats.combine(xs), MomentStats.combine(ys))
 

@@ -51,6 +51,10 @@ class TaskSchema:
 
     ``features`` is the ordered list of *encoded* feature names: plain numeric columns keep their
     name, one-hot columns are named ``"column=category"``.
+
+    ``org_features`` (optional) declares, per organisation, which of the task's features it
+    holds (heterogeneous feature spaces): an org's table may then lack every other feature;
+    see :meth:`encode_org`.
     """
 
     target: str
@@ -61,9 +65,19 @@ class TaskSchema:
     task: str = "regression"
     threshold: float | None = None
     positive: str = "above"
+    org_features: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_task(self.task, self.threshold, self.positive)
+        known = set(self.features)
+        for org, cols in self.org_features.items():
+            unknown = [c for c in cols if c not in known]
+            if unknown:
+                raise DataError(
+                    f"org_features[{org!r}] names columns that are not task features: "
+                    f"{_preview(unknown)}",
+                    column=unknown[0],
+                )
 
     @property
     def is_classification(self) -> bool:
@@ -222,6 +236,49 @@ class TaskSchema:
             )
         return mapped.to_numpy(dtype=np.float64)
 
+    def encode_org(
+        self, table: pd.DataFrame, source: str, org: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Encode ``org``'s table: ``(X, y, mask)``. Without a declaration for ``org`` this is
+        :meth:`encode` (every feature required, ``mask`` None). With one, the org's declared
+        features are required (a missing one is an error naming it) and the others need not
+        exist: their cells in ``X`` are 0.0 placeholders that nothing reads, ``mask`` False."""
+        held = self.org_features.get(org)
+        if held is None:
+            X, y = self.encode(table, source)
+            assert y is not None
+            return X, y, None
+        if any(self._is_onehot(f) for f in self.features):
+            raise DataError("per-org feature sets support numeric features only", source=source)
+        absent = [c for c in held if c not in table.columns]
+        if absent:
+            raise DataError(
+                f"{len(absent)} column(s) {org} declared for this task are missing: "
+                f"{_preview(absent)}",
+                source=source,
+                column=absent[0],
+            )
+        sub = TaskSchema(
+            self.target,
+            tuple(held),
+            self.unit,
+            self.identifiers,
+            task=self.task,
+            threshold=self.threshold,
+            positive=self.positive,
+        )
+        Xh, y = sub.encode(table, source)
+        assert y is not None
+        mask = np.array([f in set(held) for f in self.features])
+        X = np.zeros((len(table), self.n_features))
+        X[:, mask] = Xh[:, [held.index(f) for f in self.features if f in set(held)]]
+        return X, y, mask
+
+    def missing_for(self, org: str) -> tuple[str, ...]:
+        """The task features ``org`` does not hold (empty without a declaration)."""
+        held = self.org_features.get(org)
+        return () if held is None else tuple(f for f in self.features if f not in set(held))
+
     # -- persistence ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = {
@@ -233,6 +290,8 @@ class TaskSchema:
         }
         if self.is_classification:
             d |= {"task": self.task, "threshold": self.threshold, "positive": self.positive}
+        if self.org_features:  # only when declared, so other schemas keep their digest
+            d["org_features"] = {k: list(v) for k, v in self.org_features.items()}
         return d
 
     @classmethod
@@ -246,6 +305,7 @@ class TaskSchema:
             task=d.get("task", "regression"),
             threshold=d.get("threshold"),
             positive=d.get("positive", "above"),
+            org_features={k: tuple(v) for k, v in d.get("org_features", {}).items()},
         )
 
     def digest(self) -> str:

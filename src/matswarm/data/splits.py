@@ -119,4 +119,4 @@ def apply_feature_subsets(orgs: Sequence[OrgTable], masks: Sequence[np.ndarray])
     ]
 
 
-SPLITS = ("paper", "iid", "label-quantile", "dirichlet", "quantity")
+SPLITS = ("paper", "iid", "label-quantile", "dirichlet", "quantity", "feature-partition")

@@ -86,3 +86,21 @@ def confusion_plot(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def bar_plot(bars: Mapping[str, tuple[float, float]], path: Path, title: str, ylabel: str) -> Path:
+    """Horizontal bars with error bars: ``{label: (mean, std)}``."""
+    labels = list(bars)
+    means = [bars[k][0] for k in labels]
+    stds = [bars[k][1] for k in labels]
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.2))
+    y = np.arange(len(labels))
+    ax.barh(y, means, xerr=stds, capsize=3, color="tab:blue", alpha=0.8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -30,11 +30,13 @@ import torch
 import matswarm
 from matswarm.data import FederatedDataset, partition, perovskite, synthetic
 from matswarm.data.federated import build_dataset
+from matswarm.data.heterogeneous import heterogeneity
 from matswarm.data.tables import read_table
 from matswarm.evaluation.metrics import Evaluator
 from matswarm.evaluation.plots import confusion_plot, curves_plot, parity_plot
 from matswarm.experiments.config import ConfigError, ExperimentConfig
 from matswarm.experiments.runner import DISPLAY, SummaryRow, Unit, UnitResult, run_units, summarise
+from matswarm.models.masked import MASK_AWARE
 from matswarm.protocol.consortium import SECURITY_NOTE, TrustSettings
 
 
@@ -93,6 +95,7 @@ def load_data(
             exclude=d["exclude"],
             description=f"{len(tables)} file(s)",
             **task,
+            heterogeneous=d["heterogeneous"],
         )
     else:
         raise ConfigError(f"{cfg.source}: [data] source must be perovskite, files or synthetic")
@@ -102,7 +105,10 @@ def load_data(
             f"{cfg.source}: split 'paper' uses the data's own {len(base.orgs)} organisation "
             f"file(s) but [split] orgs = {split.orgs}"
         )
-    return partition(base, split) if split.kind != "paper" else base, notice
+    ds = partition(base, split) if split.kind != "paper" else base
+    if cfg.model.name in MASK_AWARE:
+        ds = ds.with_missing("nan")  # the model masks NaN cells itself
+    return ds, notice
 
 
 def data_task_options(cfg: ExperimentConfig) -> dict:
@@ -262,6 +268,8 @@ def _write_json(out, cfg, dataset, rows, dummy, results, seconds, notice) -> Pat
             for r in results
         ],
         "trust": trust_summary(results),
+        # Label distances, feature overlap and sample ratio of the orgs (every run).
+        "heterogeneity": heterogeneity(dataset).as_dict(),
     }
     path = out / "results.json"
     path.write_text(json.dumps(doc, indent=2))

@@ -50,6 +50,11 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "unit": ((str,), "eV/atom", "target unit used in every reported metric"),
         "categorical": ((str,), "drop", "non-numeric low-cardinality columns: drop | onehot"),
         "exclude": ((list,), [], "columns never used as features (e.g. leaking properties)"),
+        "heterogeneous": (
+            (bool,),
+            False,
+            "files: orgs may hold different columns (union schema, missing columns named)",
+        ),
         "rows": ((int,), 3694, "synthetic: training rows"),
         "features": ((int,), 147, "synthetic: feature columns"),
         "label_shift": ((int, float), 1.0, "synthetic: per-org label shift"),
@@ -72,15 +77,24 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "skip_invalid": ((bool,), False, "featurize: drop rows with invalid formulas (listed)"),
     },
     "split": {
-        "kind": ((str,), "paper", "paper | iid | label-quantile | dirichlet | quantity"),
+        "kind": (
+            (str,),
+            "paper",
+            "paper | iid | label-quantile | dirichlet | quantity | feature-partition",
+        ),
         "orgs": ((int,), 3, "number of organisations K (2..50)"),
         "alpha": ((int, float), 0.5, "dirichlet: concentration (small = strong label skew)"),
         "ratios": ((list,), [], "quantity: size ratios, e.g. [1, 10, 15]"),
         "feature_fraction": ((int, float), 1.0, "fraction of features each org holds"),
         "seed": ((int,), 0, "seed of the random split"),
+        "overlap": (
+            (int, float),
+            0.5,
+            "feature-partition: fraction of columns every org holds (the rest: one org each)",
+        ),
     },
     "model": {
-        "name": ((str,), "mlp", "mlp | lasso | rnn | lstm | gbdt"),
+        "name": ((str,), "mlp", "mlp | lasso | rnn | lstm | gbdt | masked-mlp | fedmdh"),
         "hidden": ((int,), 32, "hidden size (mlp, rnn, lstm)"),
         "layers": ((int,), 3, "mlp: number of linear layers"),
         "l1": ((int, float), 1e-3, "lasso: L1 penalty"),
@@ -109,6 +123,12 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "server_lr": ((int, float), None, "fedavg family: server learning rate"),
         "update": ((str,), None, "fedavg/fedprox/fedavgm/fedadam: delta (model) | gradient"),
         "momentum": ((int, float), None, "fedavgm: server momentum"),
+        "align": ((bool,), None, "fedmdh: masked union encoder (false: shared columns only)"),
+        "generator": ((bool,), None, "fedmdh: federated conditional generator (model fedmdh)"),
+        "distill": ((bool,), None, "fedmdh: regression distillation from the global model"),
+        "kd": ((int, float), None, "fedmdh: distillation weight on synthetic rows"),
+        "kd_real": ((int, float), None, "fedmdh: distillation weight on the org's own rows"),
+        "synthetic": ((int, float), None, "fedmdh: synthetic rows per real row in a batch"),
     },
     "aggregation": {
         "rule": (
@@ -207,9 +227,10 @@ _METHOD_KEYS = {
     "gamma": ("matswarm",),
     "lam": ("matswarm",),
     "mu": ("fedprox",),
-    "server_lr": ("fedavg", "fedprox", "fedavgm", "fedadam"),
+    "server_lr": ("fedavg", "fedprox", "fedavgm", "fedadam", "fedmdh"),
     "update": ("fedavg", "fedprox", "fedavgm", "fedadam"),
     "momentum": ("fedavgm",),
+    **{k: ("fedmdh",) for k in ("align", "generator", "distill", "kd", "kd_real", "synthetic")},
 }
 
 
@@ -336,6 +357,7 @@ class ExperimentConfig:
                 ratios=tuple(float(r) for r in get("split", "ratios")),
                 feature_fraction=float(get("split", "feature_fraction")),
                 seed=get("split", "seed"),
+                overlap=float(get("split", "overlap")),
             )
             if split.kind == "quantity":
                 split = SplitSpec(**(vars(split) | {"orgs": len(split.ratios)}))

@@ -91,7 +91,17 @@ class LSTM(_Recurrent):
     cell = nn.LSTM
 
 
-MODELS: dict[str, type[RegressionModel]] = {"mlp": MLP, "lasso": Lasso, "rnn": RNN, "lstm": LSTM}
+from matswarm.models.masked import FedMDHNet, MaskedMLP  # noqa: E402 (they build on MLP)
+
+MODELS: dict[str, type[RegressionModel]] = {
+    "mlp": MLP,
+    "lasso": Lasso,
+    "rnn": RNN,
+    "lstm": LSTM,
+    # Heterogeneous feature spaces: NaN marks a column the row's organisation does not hold.
+    "masked-mlp": MaskedMLP,
+    "fedmdh": FedMDHNet,
+}
 #: Models without gradient training (no ``u(x)``): trained by algorithm ``fedgbdt`` only.
 TREE_MODELS: dict[str, type[RegressionModel]] = {"gbdt": GradientBoostedTrees}
 
@@ -126,8 +136,8 @@ class ModelSpec:
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            if self.name == "mlp":
-                return MLP(n_features, self.hidden, self.layers)
+            if self.name in ("mlp", "masked-mlp", "fedmdh"):
+                return MODELS[self.name](n_features, self.hidden, self.layers)  # type: ignore[call-arg]
             if self.name == "lasso":
                 return Lasso(n_features, self.l1)
             if self.name == "gbdt":

@@ -32,6 +32,7 @@ from matswarm.contrib.audit import ContributionAudit
 from matswarm.data import DataError, TaskSchema, build_dataset, read_table
 from matswarm.data.featurize import prepare_table
 from matswarm.ledger import Ledger, TaskStatus
+from matswarm.models.masked import MASK_AWARE
 from matswarm.privacy import make_private
 from matswarm.protocol.consortium import Consortium, finish_task
 from matswarm.protocol.messages import vector_hash
@@ -167,7 +168,7 @@ class Home:
             )
         schema = TaskSchema.from_dict(spec.schema)
         table = prepare_table(read_table(data), str(data), spec.featurizer)
-        X, _ = schema.encode(table, str(data))
+        X, _, _ = schema.encode_org(table, str(data), org)
         rec = JoinRecord(org, str(Path(data).resolve()), _sha256(data), len(X))
         path = self.join_path(task_id, org)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,6 +238,8 @@ def run_local_task(
         )
     except DataError:
         raise
+    if spec.model.get("name") in MASK_AWARE:
+        ds = ds.with_missing("nan")  # mask-aware models read NaN as "this org lacks the column"
     ledger_ro.close()
     settings = spec.contribution_settings()
     validators = None
