@@ -135,6 +135,13 @@ class FedGBDT(FederatedAlgorithm):
     ) -> LocalResult:
         if not isinstance(model, GradientBoostedTrees):
             raise TypeError(f"{self.name} needs the gbdt model, got {type(model).__name__}")
+        if data.task != "regression":
+            # The histograms hold squared-error gradients and hessians; a logistic loss would
+            # need its own (and a sigmoid in the exported graph): refuse rather than regress 0/1.
+            raise ValueError(
+                f"{self.name} trains regression tasks only; for [data] task = {data.task!r} "
+                "use a neural model (mlp, lasso, rnn, lstm)"
+            )
         v = np.asarray(start_params, dtype=np.float32)
         layout = TreeLayout.of(v)
         done = int(v[0])
