@@ -257,6 +257,23 @@ class Calls:
             "voteGlobal", _b32(task_id, "task_id"), int(round), _b32(global_hash, "global_hash")
         )
 
+    def vote_and_commit(
+        self,
+        task_id: HashLike,
+        round: int,
+        global_hash: HashLike,
+        next_update_hash: HashLike,
+        next_cid: str,
+    ) -> TxCall:
+        return self._call(
+            "voteAndCommit",
+            _b32(task_id, "task_id"),
+            int(round),
+            _b32(global_hash, "global_hash"),
+            _b32(next_update_hash, "next_update_hash"),
+            _text(next_cid, MAX_CID, "next_cid"),
+        )
+
     def close_round(self, task_id: HashLike, round: int) -> TxCall:
         return self._call("closeRound", _b32(task_id, "task_id"), int(round))
 
@@ -828,6 +845,25 @@ class Ledger:
     def vote_global(self, task_id: HashLike, round: int, global_hash: HashLike) -> TxResult:
         """Vote the global hash; the deciding vote's result has a ``RoundFinalized`` event."""
         return self.send(self.tx.vote_global(task_id, round, global_hash))
+
+    def vote_and_commit(
+        self,
+        task_id: HashLike,
+        round: int,
+        global_hash: HashLike,
+        next_update_hash: HashLike,
+        next_cid: str,
+    ) -> TxResult:
+        """Vote ``round``'s global hash and commit this org's update for ``round + 1`` in one
+        transaction (not for the last round: vote that with :meth:`vote_global`).
+
+        The commitment is held for ``round + 1`` while ``round`` is still being voted on and
+        counts once the quorum finalises ``round``; the result carries ``GlobalVoted``,
+        ``UpdateCommitted`` and, from the deciding vote, ``RoundFinalized``.
+        """
+        return self.send(
+            self.tx.vote_and_commit(task_id, round, global_hash, next_update_hash, next_cid)
+        )
 
     def close_round(self, task_id: HashLike, round: int) -> TxResult:
         """After the deadline: continue with the committed orgs (if >= quorum) or abort."""
