@@ -41,9 +41,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[flo
     return wall, rss, out
 
 
-def run_timed(
-    cmd: list[str], env: dict[str, str] | None = None
-) -> tuple[float, float, float, str]:
+def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
     """Run ``cmd``; return (wall seconds, peak tree RSS in MiB, CPU seconds, combined output).
 
     CPU is user + system time of the command and every descendant it waited for

@@ -68,7 +68,7 @@ def test_a_commitment_sent_ahead_opens_nothing_without_the_quorum(consortium: Co
     c.ledger.chain.advance_time(120)
     c.as_(c.orgs[2]).close_round(task, 1)
     assert c.ledger.task_info(task).status is TaskStatus.ABORTED
-    with pytest.raises(ContractRevert, match="task not active|voting not open|deadline"):
+    with pytest.raises(ContractRevert, match=r"task not active|voting not open|deadline"):
         c.as_(c.orgs[2]).vote_and_commit(task, 1, h("g1"), h("u2"), "bafy")
 
 
