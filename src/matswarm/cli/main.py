@@ -68,8 +68,10 @@ def print_trust(report: Report) -> None:
     ok = all(t["verified"] for t in runs)
     rounds = sum(t["rounds_verified"] for t in runs)
     events = sum(t["ledger_events"] for t in runs)
+    chains = sorted({t.get("chain", "py-evm") for t in runs})
     console.print(
         f"Trust layer: {len(runs)} federated runs were tasks on embedded EVM ledgers "
+        f"({', '.join(chains)}) "
         f"({events} ledger events) under {report.output / 'trust'}; re-derived from ledger and "
         f"store: [bold {'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] "
         f"({rounds} rounds checked)."

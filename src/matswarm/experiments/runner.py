@@ -21,6 +21,8 @@ from matswarm.aggregation import AggregationRule
 from matswarm.algorithms import Algorithm, Baseline, FederatedAlgorithm
 from matswarm.data.federated import FederatedDataset
 from matswarm.evaluation.metrics import Evaluator, Metrics
+from matswarm.ledger import AnvilChain
+from matswarm.ledger.anvil_chain import embedded_backend
 from matswarm.models import ModelSpec
 from matswarm.protocol.consortium import Consortium, TrustSettings, finish_task, trusted_engine
 from matswarm.protocol.verify import first_failure_line, verify_task
@@ -92,7 +94,12 @@ def run_unit(unit: Unit) -> UnitResult:
             raise ValueError("a run with the trust layer needs a workdir for its ledger and store")
         workdir = Path(unit.workdir) / f"{unit.method}-seed{unit.seed}"
         # An experiment run is re-run, never resumed: its chain and store skip the fsyncs.
-        consortium = Consortium.embedded(workdir, unit.dataset.org_names, durable=False)
+        consortium = Consortium.embedded(
+            workdir,
+            unit.dataset.org_names,
+            durable=False,
+            backend=embedded_backend(unit.trust.chain),
+        )
         engine, spec, task_id = trusted_engine(
             engine,
             consortium,
@@ -160,6 +167,7 @@ def _archive_and_verify(consortium, spec, task_id, engine, unit, metrics, workdi
         "verify": first_failure_line(report),
         "rounds_verified": report.rounds_verified,
         "ledger_events": len(consortium.ledger.events(task_id)),
+        "chain": "anvil" if isinstance(consortium.ledger.chain, AnvilChain) else "py-evm",
     }
 
 

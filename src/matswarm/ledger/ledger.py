@@ -20,6 +20,7 @@ from web3.contract import Contract
 from web3.types import TxReceipt
 
 from ._abi import checksum, contract_abi
+from .anvil_chain import AnvilChain
 from .chains import Chain, EmbeddedChain, RpcChain
 from .compile import load_artifact
 from .errors import BatchError, ChainIdMismatch, ContractRevert, LedgerError
@@ -421,15 +422,25 @@ class Ledger:
         founders: Sequence[str] | None = None,
         chain_id: int | None = None,
         durable: bool = True,
+        backend: str = "py-evm",
     ) -> Ledger:
         """Open (or create and deploy on first use) the embedded chain in ``directory``.
 
         The contract address lives in the chain's own database, so a restart
         reopens the same deployment; the event index is ``directory/index.sqlite``.
         ``founders`` only matters on first use. ``durable=False`` skips the fsync per block
-        (see :class:`EmbeddedChain`). Close with :meth:`close`.
+        (see :class:`EmbeddedChain`). ``backend`` is ``"py-evm"`` (in-process, every block
+        committed to SQLite) or ``"anvil"`` (:class:`~matswarm.ledger.anvil_chain.AnvilChain`:
+        a revm node this process owns, several times cheaper per round, its state written
+        when closed). Close with :meth:`close`.
         """
-        chain = EmbeddedChain(directory, chain_id=chain_id, durable=durable)
+        chain: EmbeddedChain | AnvilChain
+        if backend == "py-evm":
+            chain = EmbeddedChain(directory, chain_id=chain_id, durable=durable)
+        elif backend == "anvil":
+            chain = AnvilChain(directory, chain_id=chain_id)
+        else:
+            raise ValueError(f"backend must be 'py-evm' or 'anvil', got {backend!r}")
         try:
             index_path = Path(directory) / "index.sqlite"
             stored = chain.get_meta(_DEPLOYMENT_KEY)
@@ -617,7 +628,7 @@ class Ledger:
             receipts = self.chain.send_raw_transactions(raws)
             for i, receipt in zip(slots, receipts, strict=True):
                 outcomes[i] = calls[i].ledger._result(calls[i], receipt)
-            if isinstance(self.chain, EmbeddedChain):
+            if self.chain.mines_batches:
                 self._index_block(receipts, [o for o in outcomes if isinstance(o, TxResult)])
             return [o for o in outcomes if o is not None]
 
@@ -1055,7 +1066,7 @@ def _commitment(e: LedgerEvent) -> Commitment:
 
 def _fees(chain: Chain) -> dict[str, int]:
     """EIP-1559 fees: twice the latest base fee and no tip (0 on free-gas chains)."""
-    if isinstance(chain, EmbeddedChain):
+    if chain.free_gas:
         return {"maxFeePerGas": 0, "maxPriorityFeePerGas": 0}
     base = int(chain.w3.eth.get_block("latest").get("baseFeePerGas", 0))
     return {"maxFeePerGas": 2 * base, "maxPriorityFeePerGas": 0}

@@ -54,7 +54,6 @@ from matswarm.ledger import (
     Batch,
     BatchError,
     Commitment,
-    EmbeddedChain,
     Ledger,
     LedgerError,
     Pending,
@@ -418,7 +417,7 @@ class TrustedHooks(RoundHooks):
         self._accepted: dict[str, list[Update]] = {}
         self.on_event = on_event
         self._batch = self.reference.ledger.batch()
-        self._one_block = isinstance(self.reference.ledger.chain, EmbeddedChain)
+        self._one_block = self.reference.ledger.chain.ordered_batches
         self._published: list[dict[str, Any]] = []
         #: Rounds this process aggregated whose verdict the ledger has not given yet.
         self._unconfirmed: dict[int, str] = {}
