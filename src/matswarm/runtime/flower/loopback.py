@@ -6,7 +6,8 @@ anvil node with the contract deployed and every org registered with its own keys
 each node commits and votes with its own account over JSON-RPC. :meth:`LoopbackCluster.run`
 starts a task through the Control API and times its rounds from the coordinator's status
 file; :meth:`LoopbackCluster.kill_node` / :meth:`LoopbackCluster.start_node` stop (SIGKILL)
-and restart one org's node. Every process is stopped by its PID.
+and restart one org's node, and with ``delay_proxy=True`` the nodes reach the SuperLink
+through a :class:`DelayProxy` that can hold their traffic. Every process is stopped by its PID.
 
 CPU is read from ``/proc`` for the cluster's whole process tree (SuperLink, nodes, the
 per-message ClientApp processes they wait for, anvil): user + system time of the live
@@ -73,6 +74,67 @@ def tree_cpu(roots: Sequence[int]) -> float:
     return total
 
 
+class DelayProxy:
+    """A TCP relay on 127.0.0.1 in front of the SuperLink, through which the nodes connect:
+    :attr:`delay_s` (set at any time) holds every chunk that crosses it that long, in both
+    directions: an injected network delay that touches no one else's traffic (unlike netem
+    on the loopback device). TLS passes through untouched."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.delay_s = 0.0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = int(self._sock.getsockname()[1])
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src, dst) -> None:
+        try:
+            while True:
+                chunk = src.recv(65536)
+                if not chunk:
+                    break
+                if self.delay_s > 0:
+                    time.sleep(self.delay_s)
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(2)
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
 def make_consortium(names, directory: Path, node_url: str, passphrase: str = PASSPHRASE):
     """Deploy the contract on the chain at ``node_url``, register ``names`` (all founders),
     write their keystores. Returns ``(ledger, identities, keystores)``."""
@@ -136,7 +198,14 @@ class LoopbackCluster:
         trust: run the nodes with their own ledger accounts on an anvil JSON-RPC chain.
     """
 
-    def __init__(self, files: dict[str, Path], directory: Path, *, trust: bool = False):
+    def __init__(
+        self,
+        files: dict[str, Path],
+        directory: Path,
+        *,
+        trust: bool = False,
+        delay_proxy: bool = False,
+    ):
         self.files = dict(files)
         self.d = Path(directory)
         self.trust = trust
@@ -146,6 +215,9 @@ class LoopbackCluster:
         self.ledger = self.ids = self.anvil = None
         self._trust_args: dict[str, list[str]] = {n: [] for n in files}
         self.keys: dict[str, Path] = {}
+        #: Nodes connect through a :class:`DelayProxy` when set (``delay_proxy=True``).
+        self.proxy: DelayProxy | None = None
+        self._delay_proxy = delay_proxy
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout: float = 300.0) -> LoopbackCluster:
@@ -166,6 +238,7 @@ class LoopbackCluster:
                 self.ledger, self.ids, keystores = make_consortium(
                     list(self.files), self.d, self.anvil.url
                 )
+                self.keystores = keystores
                 self.env["MATSWARM_PASSPHRASE"] = PASSPHRASE
                 for name in self.files:
                     self._trust_args[name] = [
@@ -179,6 +252,10 @@ class LoopbackCluster:
                         str(CHAIN_ID),
                     ]
             wait_port("127.0.0.1", self.port, timeout=60)
+            self.node_address = self.address
+            if self._delay_proxy:
+                self.proxy = DelayProxy(self.port)
+                self.node_address = f"127.0.0.1:{self.proxy.port}"
             with ControlClient(self.address, self.tls.ca_cert) as cc:
                 for name in self.files:
                     self.keys[name], pub = make_node_key(self.d / "keys" / name)
@@ -204,7 +281,7 @@ class LoopbackCluster:
             node_argv(
                 name,
                 self.files[name],
-                self.address,
+                self.node_address,
                 root_cert=self.tls.ca_cert,
                 key=self.keys[name],
                 workdir=self.d / name,
@@ -221,11 +298,17 @@ class LoopbackCluster:
             time.sleep(0.1)
 
     def kill_node(self, name: str) -> None:
-        """SIGKILL org ``name``'s node (no clean-up: a crash)."""
+        """SIGKILL org ``name``'s node and its SuperNode (no clean-up: a crash of the org)."""
         p = self.procs.get(name)
+        supernode = None
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            supernode = int(json.loads((self.d / name / "node.json").read_text())["supernode_pid"])
         if p is not None and p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
+        if supernode is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(supernode, signal.SIGKILL)
 
     def node_pids(self) -> dict[str, int]:
         return {n: p.pid for n, p in self.procs.items() if n in self.files and p.poll() is None}
@@ -246,6 +329,9 @@ class LoopbackCluster:
                     os.kill(p.pid, signal.SIGKILL)
                     p.wait()
         self.procs.clear()
+        if self.proxy is not None:
+            self.proxy.close()
+            self.proxy = None
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
@@ -261,7 +347,13 @@ class LoopbackCluster:
 
     # -- running a task -----------------------------------------------------------------------
     def run(
-        self, spec, *, trusted: bool | None = None, timeout: float = 3600.0, on_round=None
+        self,
+        spec,
+        *,
+        trusted: bool | None = None,
+        timeout: float = 3600.0,
+        on_round=None,
+        round_duration_s: int = 120,
     ) -> LoopbackRun:
         """Start ``spec`` and wait for it to end. ``trusted`` (default: the cluster's ``trust``)
         creates the task on the ledger first and relays its id, so the nodes run the trust
@@ -270,7 +362,7 @@ class LoopbackCluster:
         if self.trust if trusted is None else trusted:
             if self.ledger is None:
                 raise ValueError("a trusted run needs a cluster started with trust=True")
-            spec, task_id = trusted_spec(self.ledger, self.ids, spec)
+            spec, task_id = trusted_spec(self.ledger, self.ids, spec, round_duration_s)
         status, result = self.d / f"status-{spec.name}.json", self.d / f"result-{spec.name}.json"
         t_start = time.monotonic()
         seen: list[float] = []
