@@ -132,6 +132,11 @@ def _cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def plain_run(
     ds: FederatedDataset, rounds: int, seed: int
 ) -> tuple[list[float], list[float], list[str], float]:
@@ -247,6 +252,7 @@ def run_scaling(
     out.mkdir(parents=True, exist_ok=True)
     chain = embedded_backend(chain)
     t_start, load_start = time.perf_counter(), os.getloadavg()[0]
+    cpu_start = _cpu() + _children_cpu()
     points: list[Point] = []
 
     def add(p: Point) -> None:
@@ -317,6 +323,8 @@ def run_scaling(
         "load_average_start": round(load_start, 2),
         "load_average_end": round(os.getloadavg()[0], 2),
         "wall_seconds": round(time.perf_counter() - t_start, 1),
+        # this process and every process it waited for (nodes, SuperLinks, anvil)
+        "cpu_seconds": round(_cpu() + _children_cpu() - cpu_start, 1),
     }
     doc["data"] = base.description
     from matswarm.experiments.scaling_plot import scaling_plot
@@ -402,7 +410,8 @@ def print_summary(console, doc: dict, output: Path) -> None:
         )
     m = doc["machine"]
     console.print(
-        f"{m['wall_seconds']:.0f} s on {m['system']}, {m['cpus']} CPUs, load average "
+        f"{m['wall_seconds']:.0f} s wall, {m['cpu_seconds']:.0f} s CPU on {m['system']}, "
+        f"{m['cpus']} CPUs, load average "
         f"{m['load_average_start']} -> {m['load_average_end']}; {output / 'results.json'}, "
         f"{', '.join(doc['plots'])}"
     )

@@ -44,12 +44,12 @@ def scaling_plot(doc: dict, path: Path) -> Path:
             if s:
                 tx.plot(
                     [p["x"] for p in s],
-                    [p["wall_s_per_round"] for p in s],
+                    [p["cpu_s_per_round"] for p in s],
                     style,
                     label=label,
                     alpha=0.8,
                 )
-        tx.set_ylabel("wall time per round (s)")
+        tx.set_ylabel("CPU time per round (s; wall in results.json)")
         tx.set_yscale("log")
         ax.set_title(f"{sweep}\npaper: " + "\n".join(textwrap.wrap(trends[sweep], 48)), fontsize=8)
         if sweep == "data":
@@ -64,13 +64,15 @@ def scaling_plot(doc: dict, path: Path) -> Path:
             continue
         base = s[0]["per_org_cpu"]
         key = f"{runtime}, trust {'on' if trust else 'off'}"
-        r = ratios.get(key, {})
+        r = ratios.get(key)
+        if r is None:  # no 15-org point for this series
+            continue
         ax.plot(
             [p["x"] for p in s],
             [p["per_org_cpu"] / base for p in s],
             style,
-            label=f"{label}: CPU x{r.get('cpu_ratio_15_to_3', float('nan')):.2f}, "
-            f"wall x{r.get('wall_ratio_15_to_3', float('nan')):.2f} at 15",
+            label=f"{label}: CPU x{r['cpu_ratio_15_to_3']:.2f}, "
+            f"wall x{r['wall_ratio_15_to_3']:.2f} at 15",
         )
     bound = next(iter(ratios.values()), {}).get("bound", 1.3)
     ax.axhline(bound, color="r", lw=0.8, ls=":", label=f"bound x{bound} (linear cost)")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,15 @@ from .errors import LedgerError, TransactionRejected
 
 STATE_FILE = "anvil-state.json"
 META_FILE = "meta.json"
+
+
+class _Connection(http.client.HTTPConnection):
+    """Keep-alive HTTP to the node with Nagle off: http.client writes the headers and the body
+    separately, and Nagle + delayed ACKs would hold the body for tens of ms per request."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def embedded_backend(preference: str = "auto") -> str:
@@ -142,7 +152,9 @@ class AnvilChain(RpcChain):
                 chain_id=self._chain_id, extra_args=args, die_with_parent=True
             ).start()
             super().__init__(self._node.url)
-            self._conn = http.client.HTTPConnection("127.0.0.1", self._node.port, timeout=60)
+            self._conn = _Connection("127.0.0.1", self._node.port, timeout=60)
+            #: The head block: this process is the only one that mines here.
+            self._head: int | None = None
             self._nonces: dict[bytes, int] = {}
             self._hashes: dict[int, str] = {}
             if stored is None:
@@ -218,7 +230,7 @@ class AnvilChain(RpcChain):
                 sent.append(str(answer["result"]).lower())
         if not any(isinstance(s, str) for s in sent):
             return list(sent)  # type: ignore[arg-type]
-        self._call("evm_mine")
+        self._mine()
         receipts = {
             str(r["transactionHash"]).lower(): _receipt(r)
             for r in self._call("eth_getBlockReceipts", "latest")
@@ -244,7 +256,13 @@ class AnvilChain(RpcChain):
         return self._node.cpu_seconds() if self._node is not None else 0.0
 
     def block_number(self) -> int:
-        return _int(self._call("eth_blockNumber"))
+        if self._head is None:
+            self._head = _int(self._call("eth_blockNumber"))
+        return self._head
+
+    def _mine(self) -> None:
+        self._call("evm_mine")
+        self._head = None if self._head is None else self._head + 1
 
     def block_hash(self, number: int) -> str:
         known = self._hashes.get(number)
@@ -258,7 +276,7 @@ class AnvilChain(RpcChain):
         if seconds < 0:
             raise ValueError("seconds must be >= 0")
         self._call("evm_increaseTime", int(seconds))
-        self._call("evm_mine")
+        self._mine()
 
     def close(self) -> None:
         """Stop the node (it writes the state file on the way out) and release the lock."""
