@@ -123,6 +123,17 @@ def print_report(report: Report, title: str) -> None:
     )
 
 
+def _load_or_fail(cfg: ExperimentConfig):
+    """The config's dataset (synthetic stand-in allowed, with a printed NOTE), or exit 2."""
+    try:
+        dataset, notice = load_data(cfg, allow_synthetic_fallback=True)
+    except DataError as exc:
+        fail(str(exc))
+    if notice:
+        console.print(f"[bold yellow]NOTE:[/] {notice}")
+    return dataset, notice
+
+
 @app.command()
 def demo(
     output: Annotated[
@@ -161,13 +172,8 @@ def demo(
         },
         source="demo",
     )
-    try:
-        dataset, notice = load_data(cfg, allow_synthetic_fallback=True)
-    except DataError as exc:
-        fail(str(exc))
-    if notice:
-        console.print(f"[bold yellow]NOTE:[/] {notice}")
-    else:
+    dataset, notice = _load_or_fail(cfg)
+    if not notice:
         console.print(
             f"Data: {dataset.description}, {sum(o.n for o in dataset.orgs)} training rows "
             f"in {len(dataset.orgs)} orgs, {dataset.test.n if dataset.test else 0} test "
@@ -257,12 +263,7 @@ def scaling(
         {"data": {"source": "perovskite", **({"path": str(data)} if data else {})}},
         source="scaling",
     )
-    try:
-        base, notice = load_data(cfg, allow_synthetic_fallback=True)
-    except DataError as exc:
-        fail(str(exc))
-    if notice:
-        console.print(f"[bold yellow]NOTE:[/] {notice}")
+    base, _ = _load_or_fail(cfg)
     with progress_bar() as bar:
         task = bar.add_task("scaling", total=None)
 

@@ -192,6 +192,19 @@ def trusted_run(
     return walls, cpus, hashes, info
 
 
+def _point(common: dict, trust: bool, walls: list[float], cpus: list[float], **kw) -> Point:
+    """An in-process point from its per-round wall and CPU times."""
+    return Point(
+        **common,
+        runtime="in-process",
+        trust=trust,
+        rounds=len(walls),
+        wall_s_per_round=_per_round(walls),
+        cpu_s_per_round=_per_round(cpus),
+        **kw,
+    )
+
+
 def _per_round(values: list[float]) -> float:
     """Median over rounds, the first left out (warm-up) when there are more than two."""
     return float(statistics.median(values[1:] if len(values) > 2 else values))
@@ -275,31 +288,10 @@ def run_scaling(
             walls, cpus, hashes, mse = plain_run(ds, rounds, seed)
             if sweep == "orgs":
                 plain_hashes[k] = hashes
-            add(
-                Point(
-                    **common,
-                    runtime="in-process",
-                    trust=False,
-                    rounds=rounds,
-                    wall_s_per_round=_per_round(walls),
-                    cpu_s_per_round=_per_round(cpus),
-                    mse=mse,
-                )
-            )
+            add(_point(common, False, walls, cpus, mse=mse))
             tw, tc, th, info = trusted_run(ds, trust_rounds, seed, Path(tmp) / f"t{i}", chain)
-            add(
-                Point(
-                    **common,
-                    runtime="in-process",
-                    trust=True,
-                    rounds=trust_rounds,
-                    wall_s_per_round=_per_round(tw),
-                    cpu_s_per_round=_per_round(tc),
-                    mse=mse,
-                    hashes_equal_plain=th == hashes[:trust_rounds],
-                    extra=info,
-                )
-            )
+            equal = th == hashes[:trust_rounds]
+            add(_point(common, True, tw, tc, mse=mse, hashes_equal_plain=equal, extra=info))
         if flower:
             from matswarm.experiments.scaling_flower import flower_points
 
