@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,8 @@ def main() -> None:
     ap.add_argument("--deadline", type=int, default=40, help="relay and commit deadline (s)")
     ap.add_argument("--synthetic", action="store_true", help="synthetic data, not perovskite")
     args = ap.parse_args()
+    # SIGTERM unwinds like an exception, so the cluster's processes are stopped by PID
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"machine: {machine()}", flush=True)
     if args.synthetic:
         base = synthetic.make_dataset(n_rows=3694, n_features=147, n_orgs=3, seed=0)

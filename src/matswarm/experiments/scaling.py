@@ -305,7 +305,8 @@ def run_scaling(
                 subset=subset,
             ):
                 mine = p.extra.pop("hashes")
-                p.hashes_equal_plain = mine == plain_hashes.get(p.orgs, [])[: len(mine)]
+                if mine:
+                    p.hashes_equal_plain = mine == plain_hashes.get(p.orgs, [])[: len(mine)]
                 add(p)
     doc = summarise(points, rounds=rounds, trust_rounds=trust_rounds, chain=chain)
     doc["machine"] = {
@@ -390,6 +391,12 @@ def print_summary(console, doc: dict, output: Path) -> None:
             "" if p["hashes_equal_plain"] is None else str(p["hashes_equal_plain"]),
         )
     console.print(table)
+    for p in doc["points"]:
+        if p["extra"].get("error"):
+            console.print(
+                f"[red]failed:[/] {p['runtime']} {p['orgs']} orgs, trust "
+                f"{'on' if p['trust'] else 'off'}: {p['extra']['error']}"
+            )
     for sweep, trend in doc["paper_trends"].items():
         console.print(f"paper, {sweep}: {trend}")
     for key, r in doc["per_org_share_15_vs_3"].items():

@@ -65,7 +65,23 @@ def flower_points(
                     seed=seed,
                     relay_deadline_s=600,
                 )
-                run = cluster.run(spec, trusted=trusted)
+                try:
+                    run = cluster.run(spec, trusted=trusted)
+                except RuntimeError as exc:  # e.g. a node too slow to join on a loaded machine
+                    yield Point(
+                        sweep="orgs",
+                        x=k,
+                        orgs=k,
+                        rows=sum(o.n for o in ds.orgs),
+                        features=ds.schema.n_features,
+                        runtime="flower",
+                        trust=trusted,
+                        rounds=0,
+                        wall_s_per_round=float("nan"),
+                        cpu_s_per_round=float("nan"),
+                        extra={"error": str(exc), "hashes": []},
+                    )
+                    continue
                 yield Point(
                     sweep="orgs",
                     x=k,

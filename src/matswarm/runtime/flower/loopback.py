@@ -108,10 +108,16 @@ class DelayProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # long polls may idle; only the connect is bounded
+            done = threading.Semaphore(0)
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b, done), daemon=True).start()
+            threading.Thread(target=self._reap, args=(client, upstream, done), daemon=True).start()
 
-    def _pipe(self, src, dst) -> None:
+    def _pipe(self, src, dst, done) -> None:
+        """Copy src to dst; at src's end of stream pass the half-close on (HTTP keep-alive)."""
+        import socket
+
         try:
             while True:
                 chunk = src.recv(65536)
@@ -120,14 +126,22 @@ class DelayProxy:
                 if self.delay_s > 0:
                     time.sleep(self.delay_s)
                 dst.sendall(chunk)
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
+            for s in (src, dst):  # a reset on one side: drop the connection
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
         finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(2)
-                with contextlib.suppress(OSError):
-                    s.close()
+            done.release()
+
+    @staticmethod
+    def _reap(a, b, done) -> None:
+        done.acquire()
+        done.acquire()  # both directions finished
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.close()
 
     def close(self) -> None:
         self._closed = True
