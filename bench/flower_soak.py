@@ -44,7 +44,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--every", type=int, default=10, help="rounds between incidents")
     ap.add_argument("--delay", type=float, default=1.0, help="seconds held per chunk")
-    ap.add_argument("--deadline", type=int, default=40, help="relay and commit deadline (s)")
+    ap.add_argument("--deadline", type=int, default=40, help="relay deadline per round (s)")
+    ap.add_argument(
+        "--commit-window",
+        type=int,
+        default=180,
+        help="on-chain commit window per round (s); round 1's includes the run's set-up",
+    )
     ap.add_argument("--synthetic", action="store_true", help="synthetic data, not perovskite")
     args = ap.parse_args()
     # SIGTERM unwinds like an exception, so the cluster's processes are stopped by PID
@@ -109,7 +115,7 @@ def main() -> None:
                     incidents.append(f"after round {done}: delay {args.delay} s per chunk on")
                 print(f"round {done} final at {time.perf_counter() - t0:.0f} s", flush=True)
 
-            run = cluster.run(spec, on_round=on_round, round_duration_s=args.deadline)
+            run = cluster.run(spec, on_round=on_round, round_duration_s=args.commit_window)
             wall = time.perf_counter() - t0
             ledger = cluster.ledger
             assert ledger is not None and run.task_id is not None
