@@ -127,10 +127,22 @@ def main() -> None:
 
             first = names[0]
             ident = OrgIdentity.load(cluster.keystores[first], PASSPHRASE)
-            report = verify_task(
-                ledger, LocalStore(d / first / "store"), run.task_id, identity=ident
+            store = LocalStore(d / first / "store")
+            # The spec and the initial model are public (relayed to every node, pinned by
+            # hash on the ledger); an auditor puts them beside the org's own store's blobs.
+            from matswarm.protocol.codec import encode_vector
+
+            info = ledger.task_info(run.task_id)
+            recorded = run.spec
+            store.put(recorded.to_json())
+            n_features = len(recorded.schema["features"])
+            store.put(
+                encode_vector(recorded.model_spec().build(n_features, recorded.seed).get_flat())
             )
-            dropouts = len(ledger.events(run.task_id, ["CommitsClosed"]))
+            assert recorded.digest() == info.spec_hash, "spec differs from the ledger's"
+            report = verify_task(ledger, store, run.task_id, identity=ident)
+            closes = ledger.events(run.task_id, ["CommitsClosed"])
+            short = [int(e.args["round"]) for e in closes if e.args["missing"]]
     expected = list(range(1, args.rounds + 1))
     print("\nincidents:")
     for line in incidents:
@@ -142,7 +154,10 @@ def main() -> None:
     print(f"coordinator rounds 1..{args.rounds} once each: {sorted(result_rounds) == expected}")
     print(f"ledger RoundFinalized 1..{args.rounds} once each: {sorted(finals) == expected}")
     print(f"verify ({first}'s store and keys): {first_failure_line(report)}")
-    print(f"commit phases closed by the contract: {dropouts}")
+    print(f"rounds the contract closed with orgs missing: {short}")
+    for r in run.result["rounds"]:
+        if r.get("missing"):
+            print(f"  round {r['round']}: without {', '.join(r['missing'])}")
     print("\nmemory per node (RSS of the node's process tree, MiB): first tenth -> last tenth")
     growth = []
     for name in names:

@@ -201,6 +201,7 @@ class LoopbackRun:
     setup_s: float  # run start until round 1 is final
     result: dict[str, Any] = field(default_factory=dict)
     task_id: bytes | None = None
+    spec: Any = None  # the spec the run used (the ledger's, when trusted)
 
 
 class LoopbackCluster:
@@ -411,4 +412,5 @@ class LoopbackCluster:
             setup_s=seen[0] - t_start if seen else float("nan"),
             result=res,
             task_id=task_id,
+            spec=spec,
         )
