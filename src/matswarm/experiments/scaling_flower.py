@@ -65,31 +65,29 @@ def flower_points(
                     seed=seed,
                     relay_deadline_s=600,
                 )
+                common = {
+                    "sweep": "orgs",
+                    "x": k,
+                    "orgs": k,
+                    "rows": sum(o.n for o in ds.orgs),
+                    "features": ds.schema.n_features,
+                    "runtime": "flower",
+                    "trust": trusted,
+                }
                 try:
                     run = cluster.run(spec, trusted=trusted)
                 except RuntimeError as exc:  # e.g. a node too slow to join on a loaded machine
+                    nan = float("nan")
                     yield Point(
-                        sweep="orgs",
-                        x=k,
-                        orgs=k,
-                        rows=sum(o.n for o in ds.orgs),
-                        features=ds.schema.n_features,
-                        runtime="flower",
-                        trust=trusted,
+                        **common,
                         rounds=0,
-                        wall_s_per_round=float("nan"),
-                        cpu_s_per_round=float("nan"),
+                        wall_s_per_round=nan,
+                        cpu_s_per_round=nan,
                         extra={"error": str(exc), "hashes": []},
                     )
                     continue
                 yield Point(
-                    sweep="orgs",
-                    x=k,
-                    orgs=k,
-                    rows=sum(o.n for o in ds.orgs),
-                    features=ds.schema.n_features,
-                    runtime="flower",
-                    trust=trusted,
+                    **common,
                     rounds=rounds,
                     wall_s_per_round=_median(run.round_times),
                     cpu_s_per_round=_median(run.round_cpu),
