@@ -37,6 +37,20 @@ def _tree_rss_kib(root: int) -> int:
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run ``cmd``; return (wall seconds, peak tree RSS in MiB, combined output)."""
+    wall, rss, _cpu, out = run_timed(cmd, env)
+    return wall, rss, out
+
+
+def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
+    """Run ``cmd``; return (wall seconds, peak tree RSS in MiB, CPU seconds, combined output).
+
+    CPU is user + system time of the command and every descendant it waited for
+    (``RUSAGE_CHILDREN`` before and after): on a shared machine a steadier figure than wall
+    time, which other jobs' load inflates.
+    """
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak = 0
     proc = subprocess.Popen(
         cmd,
@@ -60,9 +74,11 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[flo
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{out}")
-    return wall, peak / 1024, out
+    return wall, peak / 1024, cpu, out
 
 
 def machine() -> str:

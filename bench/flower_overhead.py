@@ -14,34 +14,20 @@ between consecutive finalised rounds); the round hashes of both runs must be equ
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from matswarm.experiments.compare import load_data
 from matswarm.experiments.config import ExperimentConfig
+from matswarm.experiments.scaling_flower import org_files
 from matswarm.protocol import Aggregator, OrgNode, RoundEngine
 from matswarm.protocol.spec import TaskSpec
 from matswarm.runtime import configure_torch
-from matswarm.runtime.flower.deploy import (
-    ControlClient,
-    flower_env,
-    free_port,
-    make_node_key,
-    make_tls,
-    node_argv,
-    superlink_argv,
-    wait_port,
-)
+from matswarm.runtime.flower.loopback import LoopbackCluster
 from matswarm.runtime.flower.spec import make_task_spec
 
 
@@ -50,12 +36,7 @@ def demo_task(directory: Path, algorithm: str, rounds: int) -> tuple[TaskSpec, d
     ds, notice = load_data(cfg, allow_synthetic_fallback=True)
     if notice:
         print(f"NOTE: {notice}")
-    files = {}
-    for org in ds.orgs:  # each org's table, as its node would read it
-        df = pd.DataFrame(org.X, columns=list(ds.schema.features))
-        df[ds.schema.target] = org.y
-        files[org.name] = directory / f"{org.name}.parquet"
-        df.to_parquet(files[org.name])
+    files = org_files(ds, directory)  # each org's table, as its node would read it
     schema = {
         "target": ds.schema.target,
         "unit": ds.schema.unit,
@@ -104,71 +85,9 @@ def inprocess(spec: TaskSpec, files: dict[str, Path]) -> tuple[list[float], list
 def deployed(
     spec: TaskSpec, files: dict[str, Path], d: Path
 ) -> tuple[list[float], list[str], float]:
-    env = flower_env()
-    env["FLWR_HOME"] = str(d / "flwr-home")
-    port = free_port()
-    tls = make_tls(d / "tls")
-    procs = [
-        subprocess.Popen(
-            superlink_argv("127.0.0.1", port, tls=tls),
-            env=env,
-            stdout=(d / "superlink.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-    ]
-    address = f"127.0.0.1:{port}"
-    try:
-        wait_port("127.0.0.1", port)
-        with ControlClient(address, tls.ca_cert) as cc:
-            keys = {}
-            for name in files:
-                keys[name], pub = make_node_key(d / "keys" / name)
-                cc.register_node(pub, name)
-        for name, path in files.items():
-            procs.append(
-                subprocess.Popen(
-                    node_argv(
-                        name, path, address, root_cert=tls.ca_cert, key=keys[name], workdir=d / name
-                    ),
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        while not all((d / n / "node.json").exists() for n in files):
-            time.sleep(0.1)
-        status, result = d / "status.json", d / "result.json"
-        t_start = time.monotonic()
-        with ControlClient(address, tls.ca_cert) as cc:
-            run_id = cc.start_run(spec, status_file=str(status), result_file=str(result))
-            seen: list[float] = []
-            setup_done = None
-            while True:
-                try:
-                    st = json.loads(status.read_text())
-                except (OSError, ValueError):
-                    st = {"state": "", "rounds": []}
-                if setup_done is None and st.get("state") not in ("", "setup", "waiting"):
-                    setup_done = time.monotonic()
-                while len(seen) < len(st["rounds"]):
-                    seen.append(time.monotonic())
-                if st.get("state") in ("finished", "failed"):
-                    break
-                time.sleep(0.02)
-            final = cc.wait_run(run_id, 120)
-        if final != "finished:completed":
-            raise RuntimeError(f"run ended as {final}: {st.get('waiting_for')}")
-        res = json.loads(result.read_text())
-        times = [b - a for a, b in itertools.pairwise(seen)]
-        return times, [r["global_hash"] for r in res["rounds"]], seen[0] - t_start
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+    with LoopbackCluster(files, d) as cluster:
+        run = cluster.run(spec)
+    return run.round_times, run.hashes, run.setup_s
 
 
 def main() -> None:

@@ -1,11 +1,12 @@
 """Gas and ledger CPU per round on the embedded chain (or anvil) for 3 and 15 orgs.
 
-One round = every participant commits an update, then every participant votes
-the global hash (the quorum-th vote finalises; later votes are still recorded).
-Transactions go out as the trust layer sends them (``--layout``): on the embedded chain a
-round's commitments and votes in one batch (``Ledger.send_batch``: one block, ``round``); on a
-JSON-RPC chain, or with pre-flight on, the commitments then the votes (``phase``); ``tx``
-sends (and mines) each transaction on its own. CPU is this process's CPU time spent
+One round = every participant commits an update and votes the global hash. Transactions go
+out as the trust layer sends them (``--layout combined``, the default): one transaction per
+org and round carrying its vote on the previous round and its commitment for this one
+(``voteAndCommit``), the round's transactions in one batch (``Ledger.send_batch``: one block
+on the embedded chain). For comparison, ``round`` sends commitments and votes as separate
+transactions in one batch, ``phase`` the commitments then the votes, ``tx`` each on its own.
+CPU is this process's CPU time spent
 inside ledger calls: signing, pre-flight ``eth_call``, EVM execution, block
 persistence (SQLite) and event decoding.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from eth_account import Account
 
-from matswarm.ledger import EmbeddedChain, Ledger, RpcChain
+from matswarm.ledger import AnvilChain, EmbeddedChain, Ledger, RpcChain
 from matswarm.ledger.anvil import AnvilNode
 
 
@@ -44,8 +45,9 @@ def _cid(label: str) -> str:
 
 @contextmanager
 def _ledger(backend: str, workdir: Path, founder: object) -> Iterator[Ledger]:
-    if backend == "embedded":
-        led = Ledger.embedded(workdir / "chain", founder)  # type: ignore[arg-type]
+    if backend in ("embedded", "anvil-embedded"):
+        kind = "py-evm" if backend == "embedded" else "anvil"
+        led = Ledger.embedded(workdir / "chain", founder, backend=kind)  # type: ignore[arg-type]
         try:
             yield led
         finally:
@@ -66,7 +68,7 @@ def run(n: int, rounds: int, backend: str, preflight: bool, layout: str) -> dict
     orgs = [Account.create() for _ in range(n)]
     with tempfile.TemporaryDirectory() as tmp, _ledger(backend, Path(tmp), founder) as led:
         led.preflight = preflight
-        if isinstance(led.chain, RpcChain):
+        if isinstance(led.chain, RpcChain) and not led.chain.free_gas:
             for o in orgs:
                 led.chain.fund(o.address)
         for o in orgs:
@@ -82,16 +84,44 @@ def run(n: int, rounds: int, backend: str, preflight: bool, layout: str) -> dict
         created = led.events(task, names=["TaskCreated"])[0]
         create_gas = int(led.chain.w3.eth.get_transaction_receipt(created.tx_hash)["gasUsed"])
         views = [led.with_account(o) for o in orgs]
+        # CPU of a node this process owns (anvil-embedded) counts as the ledger's too.
+        node_cpu = getattr(led.chain, "node_cpu_seconds", lambda: 0.0)
         gas_round, cpu_round, wall_round = [], [], []
-        commit_gas, vote_gas, final_gas = [], [], []
+        commit_gas, vote_gas, final_gas, combined_gas = [], [], [], []
         head = led.chain.block_number()
         for r in range(1, rounds + 1):
-            c0, w0, gas = time.process_time(), time.perf_counter(), 0
+            c0, w0, gas = time.process_time() + node_cpu(), time.perf_counter(), 0
             commits = [
                 v.tx.commit_update(task, r, h(f"u{r}-{i}"), _cid(f"u{r}-{i}"))
                 for i, v in enumerate(views)
             ]
             votes = [v.tx.vote_global(task, r, h(f"g{r}")) for v in views]
+            if layout == "combined":
+                # Round r's block: each org's vote on r - 1 with its commitment for r (one
+                # transaction); round 1 has commitments only, the last round's votes follow.
+                if r == 1:
+                    results = led.send_batch(commits)
+                else:
+                    results = led.send_batch(
+                        [
+                            v.tx.vote_and_commit(
+                                task, r - 1, h(f"g{r - 1}"), h(f"u{r}-{i}"), _cid(f"u{r}-{i}")
+                            )
+                            for i, v in enumerate(views)
+                        ]
+                    )
+                for res in results:
+                    gas += res.gas_used
+                    (final_gas if res.event("RoundFinalized") else combined_gas).append(
+                        res.gas_used
+                    )
+                if r == rounds:
+                    tail = led.send_batch(votes)
+                    gas += sum(res.gas_used for res in tail)
+                cpu_round.append(time.process_time() + node_cpu() - c0)
+                wall_round.append(time.perf_counter() - w0)
+                gas_round.append(gas)
+                continue
             if layout == "round":
                 results = led.send_batch([*commits, *votes])
             elif layout == "phase":
@@ -104,23 +134,25 @@ def run(n: int, rounds: int, backend: str, preflight: bool, layout: str) -> dict
             for res in results[n:]:
                 gas += res.gas_used
                 (final_gas if res.event("RoundFinalized") else vote_gas).append(res.gas_used)
-            cpu_round.append(time.process_time() - c0)
+            cpu_round.append(time.process_time() + node_cpu() - c0)
             wall_round.append(time.perf_counter() - w0)
             gas_round.append(gas)
         assert led.round_info(task, rounds).final_hash == h(f"g{rounds}")
         disk = 0
-        if isinstance(led.chain, EmbeddedChain):
+        if isinstance(led.chain, EmbeddedChain | AnvilChain):
             disk = sum(f.stat().st_size for f in led.chain.directory.iterdir() if f.is_file())
         return {
             "orgs": n,
             "rounds": rounds,
             "create_task_gas": create_gas,
             "gas_per_round": statistics.mean(gas_round),
-            "commit_gas": statistics.mean(commit_gas),
-            "vote_gas": statistics.mean(vote_gas),
+            "commit_gas": statistics.mean(commit_gas or [0]),
+            "vote_gas": statistics.mean(vote_gas or combined_gas),
             "finalising_vote_gas": statistics.mean(final_gas),
             "cpu_s_per_round": statistics.median(cpu_round),
-            "cpu_ms_per_tx": 1000 * statistics.median(cpu_round) / (2 * n),
+            "cpu_ms_per_tx": 1000
+            * statistics.median(cpu_round)
+            / (n if layout == "combined" else 2 * n),
             "wall_s_per_round": statistics.median(wall_round),
             "chain_mb": disk / 1e6,
             "blocks_per_round": (led.chain.block_number() - head) / rounds,
@@ -131,18 +163,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--orgs", type=int, nargs="+", default=[3, 15])
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--backend", choices=["embedded", "anvil"], default="embedded")
+    ap.add_argument(
+        "--backend",
+        choices=["embedded", "anvil-embedded", "anvil"],
+        default="embedded",
+        help="embedded: py-evm in this process; anvil-embedded: the embedded chain on an "
+        "anvil node this process owns (its CPU counted); anvil: a plain JSON-RPC anvil",
+    )
     ap.add_argument("--no-preflight", action="store_true", help="skip the eth_call before sending")
     ap.add_argument(
         "--layout",
-        choices=["round", "phase", "tx"],
-        default=None,
-        help="round: one batch per round; phase: commitments, then votes; tx: one by one "
-        "(default: round on the embedded chain without pre-flight, else phase)",
+        choices=["combined", "round", "phase", "tx"],
+        default="combined",
+        help="combined (the trust layer's): one transaction per org and round, its vote on "
+        "the previous round with its commitment for this one, one batch; round: commitments "
+        "and votes as separate transactions, one batch; phase: commitments, then votes; "
+        "tx: one by one",
     )
     args = ap.parse_args()
     preflight = not args.no_preflight
-    layout = args.layout or ("round" if args.backend == "embedded" and not preflight else "phase")
+    layout = args.layout
     if layout == "round" and preflight:
         ap.error("--layout round needs --no-preflight (votes pre-flight before the commitments)")
     try:

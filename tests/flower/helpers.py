@@ -6,6 +6,7 @@ from pathlib import Path
 
 from matswarm.data import build_dataset, read_table
 from matswarm.protocol.spec import TaskSpec
+from matswarm.runtime.flower import loopback
 from matswarm.runtime.flower.spec import make_task_spec
 
 
@@ -46,44 +47,8 @@ def inprocess_hashes(files, spec: TaskSpec) -> list[str]:
 
 
 def make_consortium(names, directory: Path, node_url: str, passphrase: str = "test-pass"):
-    """Deploy the contract on the chain at ``node_url``, register ``names`` (all founders),
-    write their keystores. Returns ``(ledger, identities, keystores)``."""
-    from matswarm.ledger import Ledger, RpcChain
-    from matswarm.protocol.trusted import org_metadata
-    from matswarm.trust import OrgIdentity
-
-    chain = RpcChain(node_url)
-    ids = {n: OrgIdentity.generate(n) for n in names}
-    for ident in ids.values():
-        chain.fund(ident.evm_address)  # anvil charges gas
-    ledger = Ledger.deploy(
-        chain, ids[names[0]].evm_account(), [i.evm_address for i in ids.values()]
-    )
-    keystores = {}
-    for name, ident in ids.items():
-        pub = ident.public
-        ledger.with_account(ident.evm_account()).register_org(
-            bytes.fromhex(pub.ed25519), bytes.fromhex(pub.x25519), org_metadata(pub)
-        )
-        keystores[name] = ident.save(directory / f"{name}.keystore", passphrase, scrypt_n=2**14)
-    return ledger, ids, keystores
+    """The loopback cluster's consortium set-up (the tests' passphrase)."""
+    return loopback.make_consortium(names, directory, node_url, passphrase)
 
 
-def trusted_spec(ledger, ids, spec: TaskSpec, round_duration_s: int = 120):
-    """Create ``spec``'s task on the ledger (issuer: the first org) with a ``round_duration_s``
-    commit window (the relay keeps ``spec``'s deadline). Returns ``(spec, task_id)``: the spec
-    the ledger records, which the coordinator relays with the task id."""
-    import dataclasses
-
-    spec = dataclasses.replace(
-        spec, round_duration_s=round_duration_s, relay_deadline_s=spec.round_deadline_s
-    )
-    task_id = ledger.with_account(ids[spec.participants[0]].evm_account()).create_task(
-        [ids[n].evm_address for n in spec.participants],
-        spec_hash=spec.digest(),
-        train_code_hash=bytes.fromhex(spec.train_code_sha256),
-        agg_code_hash=bytes.fromhex(spec.agg_code_sha256),
-        rounds=spec.rounds,
-        round_duration_s=spec.round_duration_s,
-    )
-    return spec, task_id
+trusted_spec = loopback.trusted_spec

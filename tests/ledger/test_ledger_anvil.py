@@ -212,3 +212,39 @@ def test_in_process_trusted_task_on_anvil(node: AnvilNode, tmp_path: Path, small
         assert report.ok and report.rounds_verified == 2
     finally:
         ledger.close()
+
+
+def test_embedded_anvil_chain_runs_a_trusted_task_and_keeps_it(small_synthetic, tmp_path):
+    """The embedded chain on an anvil node this process owns: one block per round (each org's
+    vote on the previous round with its commitment), the task verifies, and the chain's state
+    survives closing and reopening the directory."""
+    from tests.trustflow.helpers import trusted_task
+
+    from matswarm.algorithms import make_algorithm
+    from matswarm.ledger import AnvilChain
+    from matswarm.protocol.consortium import Consortium
+    from matswarm.protocol.verify import verify_task
+
+    ds = small_synthetic
+    cons = Consortium.embedded(tmp_path, ds.org_names, durable=False, backend="anvil")
+    try:
+        assert isinstance(cons.ledger.chain, AnvilChain)
+        algo = make_algorithm("fedavg", rounds=3, local_steps=3, lr=1e-2, batch_size=32)
+        engine, _, task_id = trusted_task(cons, ds, algo)
+        head = cons.ledger.chain.block_number()
+        engine.run()
+        # rounds 1..3 plus the last round's votes, which need every commitment mined first
+        assert cons.ledger.chain.block_number() - head == 4
+        txs = {e.tx_hash for e in cons.ledger.events(task_id, ["GlobalVoted"])}
+        assert len(txs) == 9 and len(cons.ledger.events(task_id, ["UpdateCommitted"])) == 9
+        report = verify_task(
+            cons.ledger, cons.store, task_id, identity=cons.identities[ds.org_names[0]]
+        )
+        assert report.ok and report.rounds_verified == 3
+        address, events = cons.ledger.address, len(cons.ledger.events(task_id))
+    finally:
+        cons.close()
+    first = cons.identities[ds.org_names[0]].evm_account()
+    with Ledger.embedded(tmp_path / "ledger", first, backend="anvil") as again:
+        assert again.address == address and len(again.events(task_id)) == events
+        assert again.round_info(task_id, 3).phase is RoundPhase.FINAL

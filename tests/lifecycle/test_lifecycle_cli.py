@@ -55,8 +55,10 @@ def test_unadmitted_org_and_bad_data_are_clear_errors(consortium):
 
 
 #: Runs `matswarm task run-local TASK` and dies (SIGKILL, no clean-up) in round 3 after the
-#: first two orgs' commitments were mined and before anything else of the round was: the state
-#: a crash mid-round leaves when some orgs' transactions made it into a block.
+#: first two orgs' transactions of the round (each its vote on round 2 and its commitment for
+#: round 3) were mined and before anything else of the round was: the state a crash mid-round
+#: leaves when some orgs' transactions made it into a block. Two of three votes are the quorum,
+#: so round 2 is final and round 3 holds two commitments.
 _DIE_MID_ROUND_3 = """
 import os, signal, sys
 from matswarm.ledger.ledger import Batch
@@ -64,7 +66,9 @@ from matswarm.cli.main import main
 
 send = Batch.send
 def dying_send(self):
-    commits = [p.call for p in self if p.call.function == "commitUpdate" and p.call.args[1] == 3]
+    commits = [
+        p.call for p in self if p.call.function == "voteAndCommit" and p.call.args[1] + 1 == 3
+    ]
     if commits:
         self.ledger.send_batch(commits[:2])
         os.kill(os.getpid(), signal.SIGKILL)

@@ -190,9 +190,10 @@ def test_attestation_cannot_stop_label_flipping(small_synthetic, tmp_path):
 
 
 def test_a_refused_commitment_is_reported_and_votes_cover_what_was_mined(small_synthetic, tmp_path):
-    """An org already has a commitment for the round on the ledger (its key used elsewhere): the
-    one its agent queues is refused in the round's block, and the orgs' votes must cover the
-    mined commitment (here: not in the store, so rejected), never the refused one."""
+    """An org already has a commitment for the round on the ledger (its key used elsewhere, sent
+    ahead with its vote on round 1): the vote-and-commit its agent queues is refused in the
+    round's block, and the orgs' votes must cover the mined commitment (here: not in the store,
+    so rejected), never the refused one."""
     from matswarm.ledger import ContractRevert
     from matswarm.protocol.consortium import Consortium
     from matswarm.store import compute_cid
@@ -204,10 +205,15 @@ def test_a_refused_commitment_is_reported_and_votes_cover_what_was_mined(small_s
         eng, _, task_id = trusted_task(cons, ds, algo)
         eng.run_round(1)
         third = cons.identities[ds.org_names[2]]
-        cons.ledger.with_account(third.evm_account()).commit_update(
-            task_id, 2, os.urandom(32), compute_cid(b"an update nobody stored")
+        assert not cons.ledger.round_info(task_id, 1).finalized  # the votes wait for round 2
+        cons.ledger.with_account(third.evm_account()).vote_and_commit(
+            task_id,
+            1,
+            eng.run_state.history[0].global_hash,
+            os.urandom(32),
+            compute_cid(b"an update nobody stored"),
         )
-        with pytest.raises(ContractRevert, match=r"commit phase over|already committed"):
+        with pytest.raises(ContractRevert, match=r"already voted|already committed"):
             eng.run_round(2)
         report = verify_task(
             cons.ledger, cons.store, task_id, identity=cons.identities[ds.org_names[0]]

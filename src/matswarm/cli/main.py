@@ -34,7 +34,6 @@ materials.register(app)  # featurize
 predict.register(app)  # predict MODEL_DIR IN.csv
 
 
-
 def progress_bar() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -72,8 +71,10 @@ def print_trust(report: Report) -> None:
     ok = all(t["verified"] for t in runs)
     rounds = sum(t["rounds_verified"] for t in runs)
     events = sum(t["ledger_events"] for t in runs)
+    chains = sorted({t.get("chain", "py-evm") for t in runs})
     console.print(
         f"Trust layer: {len(runs)} federated runs were tasks on embedded EVM ledgers "
+        f"({', '.join(chains)}) "
         f"({events} ledger events) under {report.output / 'trust'}; re-derived from ledger and "
         f"store: [bold {'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] "
         f"({rounds} rounds checked)."
@@ -128,6 +129,17 @@ def print_report(report: Report, title: str) -> None:
     )
 
 
+def _load_or_fail(cfg: ExperimentConfig):
+    """The config's dataset (synthetic stand-in allowed, with a printed NOTE), or exit 2."""
+    try:
+        dataset, notice = load_data(cfg, allow_synthetic_fallback=True)
+    except DataError as exc:
+        fail(str(exc))
+    if notice:
+        console.print(f"[bold yellow]NOTE:[/] {notice}")
+    return dataset, notice
+
+
 @app.command()
 def demo(
     output: Annotated[
@@ -166,13 +178,8 @@ def demo(
         },
         source="demo",
     )
-    try:
-        dataset, notice = load_data(cfg, allow_synthetic_fallback=True)
-    except DataError as exc:
-        fail(str(exc))
-    if notice:
-        console.print(f"[bold yellow]NOTE:[/] {notice}")
-    else:
+    dataset, notice = _load_or_fail(cfg)
+    if not notice:
         console.print(
             f"Data: {dataset.description}, {sum(o.n for o in dataset.orgs)} training rows "
             f"in {len(dataset.orgs)} orgs, {dataset.test.n if dataset.test else 0} test "
@@ -286,6 +293,61 @@ def fedmdh(
         )
     except (ConfigError, DataError, ValueError) as exc:
         fail(str(exc))
+
+
+@experiment_app.command("scaling")
+def scaling(
+    output: Annotated[Path, typer.Option(help="Output folder.")] = Path("matswarm-results/scaling"),
+    data: Annotated[Path | None, typer.Option(help="Folder with the perovskite CSVs.")] = None,
+    rounds: Annotated[int, typer.Option(min=2, help="Rounds of each MSE run.")] = 60,
+    trust_rounds: Annotated[int, typer.Option(min=2, help="Rounds with the trust layer.")] = 8,
+    flower_rounds: Annotated[int, typer.Option(min=2, help="Rounds over Flower.")] = 4,
+    flower: Annotated[bool, typer.Option(help="Also deploy the org sweep over Flower.")] = True,
+    flower_trust: Annotated[
+        bool, typer.Option(help="Over Flower, also run with the trust layer (anvil ledger).")
+    ] = True,
+    flower_orgs: Annotated[
+        str | None, typer.Option(help="Comma-separated org counts over Flower (default: all).")
+    ] = None,
+    chain: Annotated[str, typer.Option(help="Embedded chain: auto | anvil | py-evm.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the row choice, split and models.")] = 0,
+) -> None:
+    """MatSwarm Fig. 5: time and CPU per round and global MSE against data size, feature count
+    and organisations, trust layer on and off, in-process and over Flower on loopback."""
+    from matswarm.experiments.scaling import print_summary, run_scaling
+
+    cfg = ExperimentConfig.from_dict(
+        {"data": {"source": "perovskite", **({"path": str(data)} if data else {})}},
+        source="scaling",
+    )
+    base, _ = _load_or_fail(cfg)
+    with progress_bar() as bar:
+        task = bar.add_task("scaling", total=None)
+
+        def point(p) -> None:
+            bar.update(
+                task,
+                description=f"scaling: {p.sweep} {p.x:g} / {p.runtime} / trust "
+                f"{'on' if p.trust else 'off'}: {p.wall_s_per_round:.3f} s per round",
+            )
+
+        try:
+            doc = run_scaling(
+                base,
+                output,
+                rounds=rounds,
+                trust_rounds=trust_rounds,
+                flower_rounds=flower_rounds,
+                flower=flower,
+                flower_trust=flower_trust,
+                flower_orgs=[int(k) for k in flower_orgs.split(",")] if flower_orgs else None,
+                seed=seed,
+                chain=chain,
+                on_point=point,
+            )
+        except ValueError as exc:
+            fail(str(exc))
+    print_summary(console, doc, output)
 
 
 @experiment_app.command("attacks")

@@ -27,6 +27,8 @@ from matswarm.contrib import (
 )
 from matswarm.data.federated import FederatedDataset
 from matswarm.evaluation.metrics import Evaluator, Metrics
+from matswarm.ledger import AnvilChain
+from matswarm.ledger.anvil_chain import embedded_backend
 from matswarm.models import ModelSpec
 from matswarm.privacy import PrivacyConfig, make_private
 from matswarm.protocol.consortium import Consortium, TrustSettings, finish_task, trusted_engine
@@ -123,7 +125,12 @@ def run_unit(unit: Unit) -> UnitResult:
             raise ValueError("a run with the trust layer needs a workdir for its ledger and store")
         workdir = Path(unit.workdir) / f"{unit.method}-seed{unit.seed}"
         # An experiment run is re-run, never resumed: its chain and store skip the fsyncs.
-        consortium = Consortium.embedded(workdir, unit.dataset.org_names, durable=False)
+        consortium = Consortium.embedded(
+            workdir,
+            unit.dataset.org_names,
+            durable=False,
+            backend=embedded_backend(unit.trust.chain),
+        )
         _secure(engine, unit, consortium)  # before the agents copy the aggregator
         engine, spec, task_id = trusted_engine(
             engine,
@@ -251,6 +258,7 @@ def _archive_and_verify(
         "verify": first_failure_line(report),
         "rounds_verified": report.rounds_verified,
         "ledger_events": len(consortium.ledger.events(task_id)),
+        "chain": "anvil" if isinstance(consortium.ledger.chain, AnvilChain) else "py-evm",
     }
 
 

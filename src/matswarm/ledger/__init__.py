@@ -46,6 +46,7 @@ or raw private key supplied by :mod:`matswarm.trust`); the ledger never stores,
 logs or prints it.
 """
 
+from .anvil_chain import AnvilChain
 from .chains import EMBEDDED_CHAIN_ID, Chain, EmbeddedChain, RpcChain
 from .errors import (
     BatchError,
@@ -71,6 +72,7 @@ from .types import (
 
 __all__ = [
     "EMBEDDED_CHAIN_ID",
+    "AnvilChain",
     "Batch",
     "BatchError",
     "Calls",

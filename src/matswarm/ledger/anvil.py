@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .compile import EVM_VERSION
@@ -42,6 +43,14 @@ def find_anvil() -> str | None:
     return str(hits[0]) if hits else None
 
 
+def _term_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -56,11 +65,22 @@ class AnvilNode:
     exactly what a Cancun production chain would accept.
     """
 
-    def __init__(self, *, chain_id: int = 31337, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        chain_id: int = 31337,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+        die_with_parent: bool = False,
+    ) -> None:
         self.binary = binary or find_anvil()
         if self.binary is None:
             raise LedgerError(f"anvil not found (set ${ANVIL_ENV} or put it on PATH)")
         self.chain_id = chain_id
+        self.extra_args = list(extra_args)
+        #: The node gets SIGTERM when this process dies (Linux ``PR_SET_PDEATHSIG``), even
+        #: by SIGKILL: no orphan node, and anvil writes its ``--state`` file on the way out.
+        self.die_with_parent = die_with_parent
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -75,7 +95,13 @@ class AnvilNode:
             self.port = free_port()
             args = [self.binary or "anvil", "--host", "127.0.0.1", "--port", str(self.port)]
             args += ["--chain-id", str(self.chain_id), "--hardfork", EVM_VERSION, "--silent"]
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            args += self.extra_args
+            self.proc = subprocess.Popen(
+                args,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_term_with_parent if self.die_with_parent else None,
+            )
             deadline = time.monotonic() + timeout
             body = b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}'
             while time.monotonic() < deadline and self.proc.poll() is None:
@@ -89,6 +115,16 @@ class AnvilNode:
                     time.sleep(0.05)
             self.stop()
         raise LedgerError("anvil did not start")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the node has used so far (Linux ``/proc``; 0 if stopped)."""
+        if self.proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         """Terminate the node by PID; kill it if it does not exit within 5 s."""

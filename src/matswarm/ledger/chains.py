@@ -49,12 +49,38 @@ def revert_reason(exc: BaseException) -> str:
     return msg.removeprefix("execution reverted: ").removeprefix("execution reverted:").strip()
 
 
+def lock_directory(directory: Path) -> int:
+    """Take ``directory/LOCK`` exclusively (``flock``; the OS drops it when the process dies);
+    the file descriptor, or :class:`LedgerLocked` if another process holds it."""
+    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LedgerLocked(f"{directory} is open in another process") from None
+    return fd
+
+
+def unlock_directory(fd: int) -> None:
+    """Release a lock taken by :func:`lock_directory`."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 class Chain(ABC):
     """What the ledger adapter needs from a chain."""
 
     w3: Web3
     #: Block tag used to pre-flight transactions (``eth_call``) before sending.
     preflight_block: str = "latest"
+    #: A batch sent with :meth:`send_raw_transactions` becomes exactly one block, holding
+    #: those transactions only (the ledger then indexes its events from the receipts).
+    mines_batches: bool = False
+    #: ...and executes them in the order given (else producers may reorder senders).
+    ordered_batches: bool = False
+    #: Base fee 0: transactions carry no fees and accounts need no funds.
+    free_gas: bool = False
 
     @property
     @abstractmethod
@@ -222,6 +248,9 @@ class EmbeddedChain(Chain):
     """
 
     preflight_block = "pending"
+    mines_batches = True
+    ordered_batches = True
+    free_gas = True
 
     def __init__(
         self,
@@ -236,12 +265,7 @@ class EmbeddedChain(Chain):
 
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise LedgerLocked(f"{self.directory} is open in another process") from None
+        self._lock_fd = lock_directory(self.directory)
         try:
             self._kv = SqliteKV(self.directory / "chain.sqlite", durable=durable)
             stored = self._kv.get_meta("chain_id")
@@ -261,6 +285,9 @@ class EmbeddedChain(Chain):
             self._release_lock()
             raise
         self._head_state: tuple[bytes, Any] | None = None
+        #: Next nonce per sender, kept as blocks are mined: this process is the chain's only
+        #: writer (the directory's lock), so a sender's nonce changes only in our own blocks.
+        self._nonces: dict[bytes, int] = {}
         self._tester = EthereumTester(_tester_backend(self.chain))
         endpoints = {k: dict(v) for k, v in API_ENDPOINTS.items()}
         endpoints["eth"]["chainId"] = static_return(self._chain_id)
@@ -347,6 +374,7 @@ class EmbeddedChain(Chain):
                     block, tx_index, tx, receipt, computation, gas_before, log_index
                 )
                 gas_before = receipt.gas_used
+                self._nonces[tx.sender] = tx.nonce + 1
         return [o for o in outcomes if o is not None]
 
     def _mine(self, vm: Any, header: Any, txs: list[Any], receipts: list[Any]) -> Any:
@@ -417,12 +445,18 @@ class EmbeddedChain(Chain):
         return tx
 
     def next_nonce(self, address: str) -> int:
+        key = to_canonical_address(address)
+        known = self._nonces.get(key)
+        if known is not None:
+            return known
         # The pending block is always empty between our calls: the head's state, read
         # through one py-evm state object per head (building one costs more than the read).
         head = self.chain.header.parent_hash
         if self._head_state is None or self._head_state[0] != head:
             self._head_state = (head, self.chain.get_vm().state)
-        return int(self._head_state[1].get_nonce(to_canonical_address(address)))
+        nonce = int(self._head_state[1].get_nonce(key))
+        self._nonces[key] = nonce
+        return nonce
 
     def call(self, sender: str, to: str, data: bytes, block: str | int = "latest") -> bytes:
         """Execute on py-evm directly (what eth-tester's ``eth_call`` does, without its
@@ -498,9 +532,7 @@ class EmbeddedChain(Chain):
 
     def _release_lock(self) -> None:
         if self._lock_fd >= 0:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            unlock_directory(self._lock_fd)
             self._lock_fd = -1
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from web3.contract import Contract
 from web3.types import TxReceipt
 
 from ._abi import checksum, contract_abi
+from .anvil_chain import AnvilChain
 from .chains import Chain, EmbeddedChain, RpcChain
 from .compile import load_artifact
 from .errors import BatchError, ChainIdMismatch, ContractRevert, LedgerError
@@ -258,6 +259,23 @@ class Calls:
             "voteGlobal", _b32(task_id, "task_id"), int(round), _b32(global_hash, "global_hash")
         )
 
+    def vote_and_commit(
+        self,
+        task_id: HashLike,
+        round: int,
+        global_hash: HashLike,
+        next_update_hash: HashLike,
+        next_cid: str,
+    ) -> TxCall:
+        return self._call(
+            "voteAndCommit",
+            _b32(task_id, "task_id"),
+            int(round),
+            _b32(global_hash, "global_hash"),
+            _b32(next_update_hash, "next_update_hash"),
+            _text(next_cid, MAX_CID, "next_cid"),
+        )
+
     def close_round(self, task_id: HashLike, round: int) -> TxCall:
         return self._call("closeRound", _b32(task_id, "task_id"), int(round))
 
@@ -413,15 +431,25 @@ class Ledger:
         founders: Sequence[str] | None = None,
         chain_id: int | None = None,
         durable: bool = True,
+        backend: str = "py-evm",
     ) -> Ledger:
         """Open (or create and deploy on first use) the embedded chain in ``directory``.
 
         The contract address lives in the chain's own database, so a restart
         reopens the same deployment; the event index is ``directory/index.sqlite``.
         ``founders`` only matters on first use. ``durable=False`` skips the fsync per block
-        (see :class:`EmbeddedChain`). Close with :meth:`close`.
+        (see :class:`EmbeddedChain`). ``backend`` is ``"py-evm"`` (in-process, every block
+        committed to SQLite) or ``"anvil"`` (:class:`~matswarm.ledger.anvil_chain.AnvilChain`:
+        a revm node this process owns, several times cheaper per round, its state written
+        when closed). Close with :meth:`close`.
         """
-        chain = EmbeddedChain(directory, chain_id=chain_id, durable=durable)
+        chain: EmbeddedChain | AnvilChain
+        if backend == "py-evm":
+            chain = EmbeddedChain(directory, chain_id=chain_id, durable=durable)
+        elif backend == "anvil":
+            chain = AnvilChain(directory, chain_id=chain_id)
+        else:
+            raise ValueError(f"backend must be 'py-evm' or 'anvil', got {backend!r}")
         try:
             index_path = Path(directory) / "index.sqlite"
             stored = chain.get_meta(_DEPLOYMENT_KEY)
@@ -609,7 +637,7 @@ class Ledger:
             receipts = self.chain.send_raw_transactions(raws)
             for i, receipt in zip(slots, receipts, strict=True):
                 outcomes[i] = calls[i].ledger._result(calls[i], receipt)
-            if isinstance(self.chain, EmbeddedChain):
+            if self.chain.mines_batches:
                 self._index_block(receipts, [o for o in outcomes if isinstance(o, TxResult)])
             return [o for o in outcomes if o is not None]
 
@@ -838,6 +866,25 @@ class Ledger:
         """Vote the global hash; the deciding vote's result has a ``RoundFinalized`` event."""
         return self.send(self.tx.vote_global(task_id, round, global_hash))
 
+    def vote_and_commit(
+        self,
+        task_id: HashLike,
+        round: int,
+        global_hash: HashLike,
+        next_update_hash: HashLike,
+        next_cid: str,
+    ) -> TxResult:
+        """Vote ``round``'s global hash and commit this org's update for ``round + 1`` in one
+        transaction (not for the last round: vote that with :meth:`vote_global`).
+
+        The commitment is held for ``round + 1`` while ``round`` is still being voted on and
+        counts once the quorum finalises ``round``; the result carries ``GlobalVoted``,
+        ``UpdateCommitted`` and, from the deciding vote, ``RoundFinalized``.
+        """
+        return self.send(
+            self.tx.vote_and_commit(task_id, round, global_hash, next_update_hash, next_cid)
+        )
+
     def close_round(self, task_id: HashLike, round: int) -> TxResult:
         """After the deadline: continue with the committed orgs (if >= quorum) or abort."""
         return self.send(self.tx.close_round(task_id, round))
@@ -1055,7 +1102,7 @@ def _commitment(e: LedgerEvent) -> Commitment:
 
 def _fees(chain: Chain) -> dict[str, int]:
     """EIP-1559 fees: twice the latest base fee and no tip (0 on free-gas chains)."""
-    if isinstance(chain, EmbeddedChain):
+    if chain.free_gas:
         return {"maxFeePerGas": 0, "maxPriorityFeePerGas": 0}
     base = int(chain.w3.eth.get_block("latest").get("baseFeePerGas", 0))
     return {"maxFeePerGas": 2 * base, "maxPriorityFeePerGas": 0}

@@ -40,6 +40,9 @@ class TrustSettings:
     encrypt_updates: bool = True
     enclave: bool = False
     attested_training: bool = False
+    #: Embedded chain of runs that are re-run, never resumed (``durable=False``): ``"auto"``
+    #: (anvil when installed, else py-evm), ``"anvil"`` or ``"py-evm"``.
+    chain: str = "auto"
 
 
 class Consortium:
@@ -52,19 +55,30 @@ class Consortium:
 
     @classmethod
     def embedded(
-        cls, directory: str | Path, names: Sequence[str], *, durable: bool = True
+        cls,
+        directory: str | Path,
+        names: Sequence[str],
+        *,
+        durable: bool = True,
+        backend: str = "py-evm",
     ) -> Consortium:
         """Fresh keys for ``names``, all founders of a new embedded chain in ``directory``.
 
         ``durable=False`` writes the chain and the store without fsyncs: safe against a killed
         process, not against a power loss; for experiment runs, which are re-run, not resumed.
+        ``backend`` is the embedded chain (:meth:`Ledger.embedded`); ``"anvil"`` keeps the
+        chain's state only when closed, so it is for such runs too.
         """
         directory = Path(directory)
         identities = {n: OrgIdentity.generate(n) for n in names}
         founders = [i.evm_address for i in identities.values()]
         first = identities[names[0]]
         ledger = Ledger.embedded(
-            directory / "ledger", first.evm_account(), founders=founders, durable=durable
+            directory / "ledger",
+            first.evm_account(),
+            founders=founders,
+            durable=durable,
+            backend=backend,
         )
         # Gas is free on the embedded chain and a reverted transaction is still reported with
         # the contract's reason, so the pre-flight eth_call (which doubles the EVM work) is off.

@@ -21,6 +21,15 @@ Per round, for each organisation ``O`` (an :class:`OrgAgent`):
    With the (simulated) enclave on, aggregation runs inside it and yields a quote over the code
    measurement, the update hashes and the output hash.
 
+One signed transaction per org and round (:attr:`OrgAgent.combine`, the in-process default):
+``O``'s vote on round ``r`` waits for its commitment of round ``r + 1`` (trained on the model it
+votes for) and both go out as one ``voteAndCommit``; the contract holds the commitment until
+the quorum finalises ``r``. Round 1 is a plain commitment and the last round's vote a plain
+vote. The ledger's verdict on round ``r`` is therefore checked when round ``r + 1``'s
+transactions are mined (a disagreement stops the task one round later than with separate
+transactions, before anything builds on the unconfirmed round: the next round's aggregate is
+only voted on, never final, until then).
+
 Ring intermediates (MatSwarm) travel as envelopes encrypted to the successor and are verified
 on arrival; they are not recorded on the ledger.
 
@@ -45,7 +54,6 @@ from matswarm.ledger import (
     Batch,
     BatchError,
     Commitment,
-    EmbeddedChain,
     Ledger,
     LedgerError,
     Pending,
@@ -167,7 +175,6 @@ class OrgAgent:
         self.record = AgentRecord()
         #: The round a restarted task continues in (commit and vote become idempotent there).
         self.resume_round: int | None = None
-        self.last_vote: TxResult | None = None
         #: When set, this org's ledger transactions (signed by its own account) are queued here
         #: and sent by the batch's owner, together with the other orgs' (one block on the
         #: embedded chain); :meth:`settle` then records their outcome.
@@ -175,6 +182,12 @@ class OrgAgent:
         self._queued: list[tuple[str, int, Pending]] = []
         #: This org's commitment of the round while it waits in :attr:`batch` (not yet mined).
         self.queued_commitment: Commitment | None = None
+        #: Send the vote on round r with the commitment of round r + 1, in one transaction.
+        self.combine = False
+        #: ``(round, global hash)`` of the vote waiting for this org's next commitment.
+        self.held_vote: tuple[int, bytes] | None = None
+        #: Round -> global hash of the rounds this org's mined votes finalised (hex).
+        self.finalized: dict[int, str] = {}
 
     # -- 1. publish ---------------------------------------------------------------------------
     def publish(self, update: Update) -> str | None:
@@ -183,9 +196,20 @@ class OrgAgent:
         In the round a restarted task resumes (:attr:`resume_round`), an org that had already
         committed before the process died sends nothing: the ledger's commitment stands.
         """
-        if update.round == self.resume_round:
+        held, self.held_vote = self.held_vote, None
+        if held is not None and held[0] != update.round - 1:
+            raise ProtocolError(
+                f"{self.name}: the vote held for round {held[0]} cannot go with the "
+                f"commitment of round {update.round}"
+            )
+        if self.resume_round is not None and update.round in (
+            self.resume_round,
+            self.resume_round + 1,  # sent ahead with a vote mined before the restart
+        ):
             done = self.ledger.commitments(self.task_id, update.round)
             if self.identity.evm_address in done:
+                if held is not None:  # the commitment stands; the vote goes alone
+                    self._send("vote", held[0], self.ledger.tx.vote_global(self.task_id, *held))
                 return done[self.identity.evm_address].cid
         env = seal(
             self.identity,
@@ -198,11 +222,12 @@ class OrgAgent:
         blob = env.to_bytes()
         cid = self.store.put(blob)
         digest = hashlib.sha256(blob).digest()
-        self._send(
-            "commit",
-            update.round,
-            self.ledger.tx.commit_update(self.task_id, update.round, digest, cid),
-        )
+        if held is not None:
+            call = self.ledger.tx.vote_and_commit(self.task_id, held[0], held[1], digest, cid)
+            self._send("vote+commit", update.round, call)
+        else:
+            call = self.ledger.tx.commit_update(self.task_id, update.round, digest, cid)
+            self._send("commit", update.round, call)
         if self.batch is not None:
             self.queued_commitment = Commitment(self.identity.evm_address, digest, cid, -1, "")
         return cid
@@ -229,11 +254,18 @@ class OrgAgent:
         self._record(kind, round_, self.ledger.send(call))
 
     def _record(self, kind: str, round_: int, tx: TxResult) -> None:
+        for event in tx.events:
+            if event.name == "RoundFinalized":  # the deciding vote carries the verdict
+                self.finalized[int(event.args["round"])] = str(
+                    event.args["globalHash"]
+                ).removeprefix("0x")
         if kind == "commit":
             self.record.commit_txs[round_] = tx.tx_hash
         elif kind == "vote":
             self.record.vote_txs[round_] = tx.tx_hash
-            self.last_vote = tx
+        elif kind == "vote+commit":  # the vote on round_ - 1 and the commitment of round_
+            self.record.commit_txs[round_] = tx.tx_hash
+            self.record.vote_txs[round_ - 1] = tx.tx_hash
 
     def settle(self, *, raise_failure: bool = True) -> LedgerError | None:
         """Record the outcome of this org's queued transactions once their batch was sent.
@@ -339,20 +371,27 @@ class OrgAgent:
         else:
             new_global = self.aggregator.step(global_params, updates)
         self.store.put(encode_vector(new_global))
-        self.last_vote = None
         if (
             round_ == self.resume_round
             and self.identity.evm_address in self.ledger.round_info(self.task_id, round_).votes
         ):
             return new_global  # voted before the restart; one vote per round
-        self._send(
-            "vote",
-            round_,
-            self.ledger.tx.vote_global(
-                self.task_id, round_, bytes.fromhex(vector_hash(new_global))
-            ),
-        )
+        global_hash = bytes.fromhex(vector_hash(new_global))
+        if self.combine and round_ < self.spec.rounds:
+            self.held_vote = (round_, global_hash)  # goes with the next commitment
+        else:
+            self.send_vote(round_, global_hash)
         return new_global
+
+    def send_vote(self, round_: int, global_hash: bytes) -> None:
+        """Vote ``global_hash`` for ``round_`` in a transaction of its own."""
+        self._send("vote", round_, self.ledger.tx.vote_global(self.task_id, round_, global_hash))
+
+    def release_held_vote(self) -> None:
+        """Send a held vote on its own (the task stops before this org's next commitment)."""
+        held, self.held_vote = self.held_vote, None
+        if held is not None:
+            self.send_vote(*held)
 
     # -- ring intermediates ------------------------------------------------------------------
     def seal_ring(self, round_: int, receiver: str, message: RingMessage) -> bytes:
@@ -376,48 +415,62 @@ class OrgAgent:
 class TrustedHooks(RoundHooks):
     """Runs the trust protocol of every in-process organisation around the engine's round.
 
-    A round's ledger transactions go out together, in one batch (one block on the embedded
-    chain: one state root, one durable commit): the K commitments, any rejection records,
-    then the K votes. Each is still its org's own signed transaction, checked by the
-    contract one by one in that order.
+    One signed transaction per org and round (``combine``, the default): each org's vote on
+    round ``r - 1`` goes with its commitment of round ``r`` (``voteAndCommit``; round 1 is a
+    plain commitment, the last round's votes plain votes). A round's transactions go out
+    together, in one batch (one block on the embedded chain: one state root, one durable
+    commit): the K combined transactions, any rejection records, and in the last round the
+    K votes. Each is its org's own signed transaction, checked by the contract one by one.
+    The ledger's verdict on round ``r - 1`` is read when round ``r``'s batch is mined and must
+    be this process's aggregate; ``finalise`` returns that aggregate's hash at once.
 
-    The orgs verify the round's commitments while they wait to be mined, as a node reads
-    its transaction pool, and vote on the aggregate of what they verified. That vote can
-    only count for exactly those commitments: the contract opens voting only once every
-    participant has committed, once each, so a vote executes after all K commitments of
-    the batch or fails ("voting not open") if any of them did not make it into the block.
-    A refused commitment therefore finalises nothing (the batch's first failure is raised,
-    the round stays open on the ledger, and a resumed task re-runs it), unless its org
-    already had one mined for the round: then the orgs verified and voted on that one.
+    The orgs verify the round's commitments while they wait to be mined, as a node reads its
+    transaction pool, and vote on the aggregate of what they verified. That vote can only
+    count for exactly those commitments: the contract opens voting only once every
+    participant has committed, once each (a commitment sent ahead counts when its round
+    opens), so a vote executes after all K commitments or fails ("voting not open") if any
+    of them did not make it. A refused transaction therefore finalises nothing it was needed
+    for (the batch's first failure is raised, and a resumed task re-runs the round), unless
+    its org already had a commitment mined for the round: then the orgs verified and voted
+    on that one.
 
-    That needs the batch executed in order, which only the embedded chain promises (it mines
-    a batch as one block). On a JSON-RPC chain a block producer may order different senders'
-    transactions as it likes, so there the commitments are sent (and mined) first and the
-    votes after them: two batches per round.
+    The combined transactions of a round are independent of their order (a vote on ``r - 1``
+    and a commitment of ``r`` each, from distinct senders), so they also fit a JSON-RPC chain,
+    whose block producer may order different senders' transactions as it likes; there the
+    last round's votes, which need every commitment of the round first, go in a second batch
+    after the first is mined. With ``combine=False`` votes and commitments are separate
+    transactions (two per org and round; on JSON-RPC, commitments mined before votes).
     """
 
     def __init__(
         self,
         agents: Sequence[OrgAgent],
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        *,
+        combine: bool = True,
     ):
         self.agents = {a.name: a for a in agents}
         self.reference = agents[0]
         self._accepted: dict[str, list[Update]] = {}
         self.on_event = on_event
         self._batch = self.reference.ledger.batch()
-        self._one_block = isinstance(self.reference.ledger.chain, EmbeddedChain)
+        self._one_block = self.reference.ledger.chain.ordered_batches
         self._published: list[dict[str, Any]] = []
+        #: Rounds this process aggregated whose verdict the ledger has not given yet.
+        self._unconfirmed: dict[int, str] = {}
         for a in agents:
             a.batch = self._batch
             # A vote only succeeds after the commitments earlier in its batch, so no pre-flight
             # on the state before the batch; a revert is still reported with its reason.
             a.ledger.preflight = False
+            a.combine = combine
 
     def _flush(self) -> None:
         """Send the queued transactions of every org (one block), record them, and raise the
         batch's first failure: in batch order, so a refused commitment is reported rather
         than the votes it left without an open vote phase."""
+        if not len(self._batch):
+            return
         try:
             self._batch.send()
             failure = None
@@ -467,16 +520,25 @@ class TrustedHooks(RoundHooks):
             self._flush()  # commitments (and rejections) mined before any vote is sent
         for name, agent in self.agents.items():
             agent.aggregate_and_vote(round_, previous_global, self._accepted[name])
-        self._flush()  # the round's votes (embedded chain: with its commitments, one block)
+        mine = vector_hash(global_params)
+        self._unconfirmed[round_] = mine
+        self._flush()  # the round's transactions (embedded chain: one block)
         published, self._published = self._published, []
         if self.on_event is not None:
             for event in published:
                 self.on_event("commit", event)
+        held = {a.held_vote[0] for a in self.agents.values() if a.held_vote is not None}
+        for r in sorted(set(self._unconfirmed) - held):
+            self._confirm(r, self._unconfirmed.pop(r))
+        for agent in self.agents.values():
+            agent.start_hash = mine
+        return mine
+
+    def _confirm(self, round_: int, mine: str) -> None:
+        """The ledger's verdict on ``round_`` (all votes mined) must be ``mine``."""
         final = None
         for agent in self.agents.values():
-            event = agent.last_vote.event("RoundFinalized") if agent.last_vote else None
-            if event is not None:  # the deciding vote carries the contract's verdict
-                final = str(event.args["globalHash"]).removeprefix("0x")
+            final = agent.finalized.pop(round_, None) or final
         if final is None:
             info = self.reference.ledger.round_info(self.reference.task_id, round_)
             if info.final_hash is None:
@@ -485,14 +547,20 @@ class TrustedHooks(RoundHooks):
                     f"{len(set(info.votes.values()))} distinct hash(es)"
                 )
             final = info.final_hash.hex()
-        for agent in self.agents.values():
-            agent.start_hash = final
-        if final != vector_hash(global_params):
+        if final != mine:
             raise ProtocolError(
                 f"round {round_}: the ledger finalised {final[:12]}…, but this process "
-                f"aggregated {vector_hash(global_params)[:12]}…"
+                f"aggregated {mine[:12]}…"
             )
-        return final
+
+    def release(self) -> None:
+        """Send the votes still held for a next commitment (a run stopped before the task's
+        last round) and confirm their round; nothing to do after the last round."""
+        for agent in self.agents.values():
+            agent.release_held_vote()
+        self._flush()
+        for r in sorted(self._unconfirmed):
+            self._confirm(r, self._unconfirmed.pop(r))
 
     def ring_handoff(self, round_, sender, receiver, message):
         blob = self.agents[sender].seal_ring(round_, receiver, message)

@@ -20,7 +20,9 @@
     (it enforces once-per-round and binds the commitment to its sender); the
     content id travels in the UpdateCommitted event only, which every node
     keeps in the block's receipts: the contract never reads it. The vote that brings a hash to the
-    quorum finalises the round. Because quorum >= ceil(2n/3) > n/2 and each
+    quorum finalises the round. voteAndCommit carries an org's vote on round r and its
+    commitment for round r + 1 in one transaction (one signed transaction per org and
+    round); a commitment sent ahead counts once the quorum finalises r. Because quorum >= ceil(2n/3) > n/2 and each
     participant votes once, at most one hash per round can ever reach quorum.
   * Deadlines: after a commit window anyone admitted may close the round; it
     proceeds to voting with the orgs that committed (if still >= quorum) and
@@ -420,6 +422,10 @@ def _openRound(taskId: bytes32, r: uint256, duration: uint256):
     self.rounds[taskId][r].deadline = deadline
     self.tasks[taskId].currentRound = r
     log RoundOpened(taskId=taskId, round=r, deadline=deadline)
+    # Commitments sent ahead with the previous round's votes (voteAndCommit) count at once.
+    c: uint256 = self.rounds[taskId][r].commits
+    if c > 0 and c == len(self.participants[taskId]):
+        self._closeCommits(taskId, r, c)
 
 
 @internal
@@ -466,16 +472,28 @@ def commitUpdate(taskId: bytes32, round: uint256, updateHash: bytes32, cid: Stri
     """@notice Bind the sender's update (hash + content id) to (task, round), once."""
     self._onlyParticipant(taskId)
     self._requireCurrent(taskId, round)
+    self._commit(taskId, round, updateHash, cid)
+
+
+@internal
+def _commit(taskId: bytes32, round: uint256, updateHash: bytes32, cid: String[MAX_CID]):
+    # round is the current round (open for commitments) or, sent ahead, the one after it
+    # while the current one is being voted on (see voteAndCommit).
     assert self.rounds[taskId][round].phase == PHASE_COMMIT, "commit phase over"
     assert block.timestamp <= self.rounds[taskId][round].deadline, "commit deadline passed"
+    self._store_commit(taskId, round, updateHash, cid)
+    c: uint256 = self.rounds[taskId][round].commits
+    if c == len(self.participants[taskId]):
+        self._closeCommits(taskId, round, c)
+
+
+@internal
+def _store_commit(taskId: bytes32, round: uint256, updateHash: bytes32, cid: String[MAX_CID]):
     assert updateHash != empty(bytes32), "empty update hash"
     assert self.commitments[taskId][round][msg.sender] == empty(bytes32), "already committed"
     self.commitments[taskId][round][msg.sender] = updateHash
-    c: uint256 = self.rounds[taskId][round].commits + 1
-    self.rounds[taskId][round].commits = c
+    self.rounds[taskId][round].commits += 1
     log UpdateCommitted(taskId=taskId, org=msg.sender, round=round, updateHash=updateHash, cid=cid)
-    if c == len(self.participants[taskId]):
-        self._closeCommits(taskId, round, c)
 
 
 @external
@@ -486,6 +504,11 @@ def voteGlobal(taskId: bytes32, round: uint256, globalHash: bytes32):
             recorded (who agreed) but change nothing.
     """
     self._onlyParticipant(taskId)
+    self._vote(taskId, round, globalHash)
+
+
+@internal
+def _vote(taskId: bytes32, round: uint256, globalHash: bytes32):
     assert globalHash != empty(bytes32), "empty global hash"
     phase: uint8 = self.rounds[taskId][round].phase
     assert phase == PHASE_VOTE or phase == PHASE_FINAL, "voting not open"
@@ -506,6 +529,33 @@ def voteGlobal(taskId: bytes32, round: uint256, globalHash: bytes32):
             log TaskCompleted(taskId=taskId, lastRound=round, globalHash=globalHash)
         else:
             self._openRound(taskId, round + 1, self.tasks[taskId].roundDuration)
+
+
+@external
+def voteAndCommit(
+    taskId: bytes32, round: uint256, globalHash: bytes32, nextUpdateHash: bytes32,
+    nextCid: String[MAX_CID],
+):
+    """
+    @notice One transaction per org and round: the vote on round's global hash (as
+            voteGlobal) and the org's commitment for round + 1 (as commitUpdate), trained
+            on the model it votes for. If round is still being voted on, the commitment is
+            held for round + 1 and counts when the quorum finalises round (which opens
+            round + 1); if round is final already, it is an ordinary commitment. Either way
+            it is bound to the sender and accepted once, as commitUpdate's. The last round
+            has no next commitment: vote it with voteGlobal.
+    """
+    self._onlyParticipant(taskId)
+    assert round < self.tasks[taskId].rounds, "no round after the last"
+    self._vote(taskId, round, globalHash)
+    assert self.tasks[taskId].status == STATUS_ACTIVE, "task not active"
+    current: uint256 = self.tasks[taskId].currentRound
+    if current == round + 1:
+        self._commit(taskId, round + 1, nextUpdateHash, nextCid)
+    else:
+        # The vote did not finalise round: hold the commitment until the quorum does.
+        assert current == round and self.rounds[taskId][round].phase == PHASE_VOTE, "round not open"
+        self._store_commit(taskId, round + 1, nextUpdateHash, nextCid)
 
 
 @external
@@ -535,7 +585,8 @@ def recordRejection(taskId: bytes32, round: uint256, org: address, reason: Strin
     """@notice A participant logs that it rejected org's update in a round."""
     self._onlyParticipant(taskId)
     assert self.isParticipant[taskId][org], "org not a participant"
-    assert self.rounds[taskId][round].phase != 0, "round not opened"
+    # A round is open once it has a phase, or commitments sent ahead (voteAndCommit).
+    assert self.rounds[taskId][round].phase != 0 or self.rounds[taskId][round].commits > 0, "round not opened"
     self.rejectionCount[taskId] += 1
     log UpdateRejected(taskId=taskId, reporter=msg.sender, org=org, round=round, reason=reason)
 

@@ -248,8 +248,8 @@ class FlowerCoordinator:
         return [o for o in self.orgs.values() if o.joined and o.node_id is not None]
 
     def _drop(self, org: OrgState, reason: str) -> None:
-        if org.node_id is not None:
-            self._dead_nodes.add(org.node_id)
+        # The node id stays askable: an org whose node restarts with the same key comes back
+        # on the same id and must be found again by the next hello (``discover``).
         org.joined = False
         org.node_id = None
         self.notify(f"[{self.spec.name}] {org.name} dropped out: {reason}")
