@@ -76,6 +76,35 @@ def test_formula_only_task_runs_locally_and_pins_the_featurizer(task):
     assert len(card["features"]) == 132 and card["features"][0].startswith("MagpieData")
 
 
+def test_predict_featurises_formulas_like_the_orgs(task, perovskite_dir):
+    """`matswarm predict` on the fetched model: a formula-only table is featurised with the
+    card's featuriser; onnxruntime and the archived torch weights agree to 1e-5."""
+    tid, ok, tmp = task
+    model_dir = tmp / "model"  # fetched by the test above; made here when run alone
+    if not (model_dir / "model_card.json").exists():
+        ok("task", "run-local", tid)
+        ok("model", "fetch", tid, "--out", str(model_dir))
+    new = tmp / "new.csv"
+    pd.read_csv(perovskite_dir / "test_dataset.csv", usecols=["formula"]).head(25).to_csv(
+        new, index=False
+    )
+    preds = {}
+    for backend in ("onnx", "torch"):
+        out = tmp / f"pred-{backend}.csv"
+        ok("predict", str(model_dir), str(new), "--out", str(out), "--backend", backend)
+        preds[backend] = pd.read_csv(out)
+    onnx, torch_ = preds["onnx"], preds["torch"]
+    assert len(onnx) == 25 and (onnx["unit"] == "eV/atom").all()
+    assert list(onnx["formula"]) == list(torch_["formula"])
+    diff = (onnx["predicted_e_form"] - torch_["predicted_e_form"]).abs().max()
+    assert diff < 1e-5, diff
+    bad = tmp / "bad-predict.csv"
+    bad.write_text("formula\nSrTiO3\nQqO3\n")
+    res = runner.invoke(app, ["predict", str(model_dir), str(bad)])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "QqO3" in res.output and "row 2" in res.output, res.output
+
+
 def test_bad_formula_on_join_names_file_row_and_value(task):
     tid, _, tmp = task
     bad = tmp / "bad.csv"
