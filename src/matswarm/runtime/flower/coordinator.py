@@ -320,8 +320,9 @@ class FlowerCoordinator:
         for i, name in enumerate(self.spec.participants):
             rep = self._stats[name]
             stats.config[f"count_{i}"] = int(rep.config["count"])
-            for k in ("x_sum", "x_sumsq", "y_sum", "y_sumsq"):
-                stats.arrays[f"{k}_{i}"] = rep.arrays[k]
+            for k in ("x_sum", "x_sumsq", "y_sum", "y_sumsq", "x_count"):
+                if k in rep.arrays:  # x_count: per-column counts of an org holding a subset
+                    stats.arrays[f"{k}_{i}"] = rep.arrays[k]
         self.stats = stats
         self._find_resume_point()
         self._join([o for o in self.orgs.values() if not o.joined], t_end)

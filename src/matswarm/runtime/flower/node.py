@@ -64,15 +64,17 @@ class _Joined:
 
 
 def stats_payload(x_stats, y_stats) -> Payload:
-    return Payload(
-        {"count": int(x_stats.count)},
-        {
-            "x_sum": x_stats.sum,
-            "x_sumsq": x_stats.sumsq,
-            "y_sum": y_stats.sum,
-            "y_sumsq": y_stats.sumsq,
-        },
-    )
+    """An org's scaling statistics; ``x_count`` (per column) only when the org holds a subset
+    of the task's features (heterogeneous feature spaces)."""
+    arrays = {
+        "x_sum": x_stats.sum,
+        "x_sumsq": x_stats.sumsq,
+        "y_sum": y_stats.sum,
+        "y_sumsq": y_stats.sumsq,
+    }
+    if np.ndim(x_stats.count):
+        arrays["x_count"] = np.asarray(x_stats.count, dtype=np.float64)
+    return Payload({"count": int(np.asarray(y_stats.count).max())}, arrays)
 
 
 class OrgService:
@@ -143,8 +145,9 @@ class OrgService:
         from matswarm.data.featurize import prepare_table
 
         table = prepare_table(self.table, str(self.data_path), spec.featurizer)
-        X, y = TaskSchema.from_dict(spec.schema).encode(table, str(self.data_path))
-        return X, y
+        # (X, y, mask): mask marks the features this org holds when the schema declares
+        # per-org feature sets (None: it holds them all).
+        return TaskSchema.from_dict(spec.schema).encode_org(table, str(self.data_path), self.org)
 
     # -- requests -----------------------------------------------------------------------------
     def _on_hello(self, p: Payload) -> Payload:
@@ -175,8 +178,8 @@ class OrgService:
                 out.arrays["latest"] = np.asarray(joined.latest, dtype=np.float32)
         if "spec" in p.config:
             spec = self._spec(p)  # refuses (with the reason) a task this node must not run
-            X, y = self._encoded(spec)
-            stats = stats_payload(MomentStats.of(X), MomentStats.of(y))
+            X, y, mask = self._encoded(spec)
+            stats = stats_payload(MomentStats.of(X, mask), MomentStats.of(y))
             out.config.update(stats.config)
             out.arrays.update(stats.arrays)
         return out
@@ -186,26 +189,41 @@ class OrgService:
         from matswarm.protocol import OrgNode
 
         spec = self._spec(p)
-        X, y = self._encoded(spec)
+        X, y, mask = self._encoded(spec)
         # Per-org statistics in task order; this org's own entry must be what it sent.
         xs, ys = [], []
         for i, name in enumerate(spec.participants):
             cnt = int(p.config[f"count_{i}"])
+            xcnt = cnt
+            if f"x_count_{i}" in p.arrays:  # the org holds a subset of the features
+                xcnt = p.array(f"x_count_{i}", "<f8").astype(np.int64)
             xs.append(
-                MomentStats(cnt, p.array(f"x_sum_{i}", "<f8"), p.array(f"x_sumsq_{i}", "<f8"))
+                MomentStats(xcnt, p.array(f"x_sum_{i}", "<f8"), p.array(f"x_sumsq_{i}", "<f8"))
             )
             ys.append(
                 MomentStats(cnt, p.array(f"y_sum_{i}", "<f8"), p.array(f"y_sumsq_{i}", "<f8"))
             )
             if name == self.org:
-                own = MomentStats.of(X)
-                if cnt != own.count or not np.array_equal(xs[-1].sum, own.sum):
+                own = MomentStats.of(X, mask)
+                if not np.array_equal(xcnt, own.count) or not np.array_equal(xs[-1].sum, own.sum):
                     raise NodeRefusal("the statistics relayed for this org are not its own")
-        std = Standardizer.from_stats(MomentStats.combine(xs), MomentStats.combine(ys))
+        x_total = MomentStats.combine(xs)
+        std = Standardizer.from_stats(x_total, MomentStats.combine(ys))
         task = spec.schema.get("task", "regression")
         if task == "classification":  # 0/1 labels are not scaled
             std = std.with_identity_y()
-        data = StandardizedOrg(self.org, std.transform_x(X), std.transform_y(y), task)
+        Xs = std.transform_x(X)
+        if np.ndim(x_total.count):
+            # Heterogeneous feature spaces (as FederatedDataset.standardized): a column this org
+            # does not hold, or that no org holds, is never filled with anyone's data: 0, or
+            # NaN for the mask-aware models.
+            from matswarm.models.masked import MASK_AWARE
+
+            fill = np.float32(np.nan if spec.model.get("name") in MASK_AWARE else 0.0)
+            if mask is not None:
+                Xs[:, ~mask] = fill
+            Xs[:, np.asarray(x_total.count) == 0] = fill
+        data = StandardizedOrg(self.org, Xs, std.transform_y(y), task)
         if spec.privacy is not None:  # never train a private task without its noise
             raise NodeRefusal(
                 "differential privacy ([privacy] in the task spec) is not wired into the Flower "
