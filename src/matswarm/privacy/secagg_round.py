@@ -273,20 +273,15 @@ class SecureAggregator(Aggregator):
         """What the task spec records (so ``verify`` rebuilds this aggregator)."""
         return {"clip": self.board.config.clip, "threshold": self.board.config.threshold}
 
-    def archive_transcripts(self, agent, store) -> None:
-        """Trust layer: store each round's transcript and anchor it on the ledger in
-        ``agent``'s name (queued with the round's other transactions)."""
+    def archive_transcripts(self, agent) -> None:
+        """Trust layer: store each round's transcript in ``agent``'s store and anchor it on the
+        ledger in its name (queued with the round's other transactions)."""
         board = self.board
         if not isinstance(board, SecureAggregation):
             raise SecAggError("only the live round board produces transcripts to archive")
 
         def archive(task: str, round_: int, blob: bytes) -> None:
-            cid = store.put(blob)
-            digest = hashlib.sha256(blob).digest()
-            call = agent.ledger.tx.record_report(
-                agent.task_id, round_, TRANSCRIPT_KIND, digest, cid
-            )
-            agent._send("report", round_, call)
+            agent.record_report(round_, TRANSCRIPT_KIND, blob)
 
         board.on_transcript = archive
 

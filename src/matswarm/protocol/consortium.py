@@ -191,7 +191,7 @@ def trusted_engine(
     )
     archive = getattr(engine.aggregator, "archive_transcripts", None)
     if archive is not None:  # each round's signed unmasking transcript: store + ledger
-        archive(engine.hooks.reference, consortium.store)
+        archive(engine.hooks.reference)
     return engine, spec, task_id
 
 

@@ -24,7 +24,6 @@ could substitute its own keys for an org's.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import replace
 
@@ -115,10 +114,7 @@ class NodeSecAgg:
         blob = _blob(p.arrays["transcript"])
         agent = self.agent
         agent.aggregator.board.put(agent.task_hex, round_, Transcript.from_bytes(blob))
-        cid = agent.store.put(blob)
-        agent.ledger.record_report(
-            agent.task_id, round_, TRANSCRIPT_KIND, hashlib.sha256(blob).digest(), cid
-        )
+        agent.record_report(round_, TRANSCRIPT_KIND, blob)
 
 
 # -- coordinator side ---------------------------------------------------------------------------
