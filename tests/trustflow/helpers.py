@@ -38,13 +38,20 @@ def run_trusted(
     enclave=False,
     seed=0,
     finish=True,
+    verification="every-org",
+    audit_rate=None,
 ):
     # MatSwarm with the paper's alignment weight, so ring intermediates really travel (sealed,
     # encrypted to the successor, verified on arrival).
     extra = {"gamma": 0.5} if algorithm == "matswarm" else {}
     algo = make_algorithm(algorithm, rounds=rounds, local_steps=4, lr=1e-2, batch_size=32, **extra)
     cons = Consortium.embedded(workdir, ds.org_names)
-    settings = TrustSettings(encrypt_updates=encrypt, enclave=enclave)
+    settings = TrustSettings(
+        encrypt_updates=encrypt,
+        enclave=enclave,
+        verification=verification,
+        audit_rate=audit_rate,
+    )
     eng, spec, task_id = trusted_task(cons, ds, algo, rule=rule, seed=seed, settings=settings)
     eng.run()
     if finish:

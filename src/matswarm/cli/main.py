@@ -310,6 +310,13 @@ def scaling(
         str | None, typer.Option(help="Comma-separated org counts over Flower (default: all).")
     ] = None,
     chain: Annotated[str, typer.Option(help="Embedded chain: auto | anvil | py-evm.")] = "auto",
+    verification: Annotated[
+        str,
+        typer.Option(
+            help="How in-process trusted rounds are checked: leader (one rotating aggregator, "
+            "audited at random; linear) | every-org (each org re-aggregates; K² work)."
+        ),
+    ] = "leader",
     seed: Annotated[int, typer.Option(help="Seed of the row choice, split and models.")] = 0,
 ) -> None:
     """MatSwarm Fig. 5: time and CPU per round and global MSE against data size, feature count
@@ -343,6 +350,7 @@ def scaling(
                 flower_orgs=[int(k) for k in flower_orgs.split(",")] if flower_orgs else None,
                 seed=seed,
                 chain=chain,
+                verification=verification,
                 on_point=point,
             )
         except ValueError as exc:

@@ -155,10 +155,17 @@ def plain_run(
 
 
 def trusted_run(
-    ds: FederatedDataset, rounds: int, seed: int, workdir: Path, chain: str
+    ds: FederatedDataset,
+    rounds: int,
+    seed: int,
+    workdir: Path,
+    chain: str,
+    verification: str = "leader",
 ) -> tuple[list[float], list[float], list[str], dict]:
     """``rounds`` rounds through the full trust layer (a fresh consortium on the embedded
-    chain ``chain``); wall and CPU per round (the chain node's CPU included), round hashes."""
+    chain ``chain``, rounds checked by ``verification``: see
+    :mod:`matswarm.protocol.leader`); wall and CPU per round (the chain node's CPU included),
+    round hashes."""
     from matswarm.ledger import AnvilChain
     from matswarm.protocol.consortium import Consortium, TrustSettings, trusted_engine
 
@@ -176,7 +183,7 @@ def trusted_run(
             rule=rule,
             seed=seed,
             schema=ds.schema.to_dict(),
-            settings=TrustSettings(),
+            settings=TrustSettings(verification=verification),
         )
         node = cons.ledger.chain
         node_cpu = node.node_cpu_seconds if isinstance(node, AnvilChain) else (lambda: 0.0)
@@ -186,7 +193,10 @@ def trusted_run(
             hashes.append(engine.run_round(t).global_hash)
             walls.append(time.perf_counter() - w0)
             cpus.append(_cpu() + node_cpu() - c0)
-        info = {"chain": "anvil" if isinstance(node, AnvilChain) else "py-evm"}
+        info = {
+            "chain": "anvil" if isinstance(node, AnvilChain) else "py-evm",
+            "verification": verification,
+        }
     finally:
         cons.close()
     return walls, cpus, hashes, info
@@ -235,6 +245,7 @@ def run_scaling(
     flower_trust: bool = True,
     seed: int = 0,
     chain: str = "auto",
+    verification: str = "leader",
     fractions: Sequence[float] = DATA_FRACTIONS,
     features: Sequence[int] = FEATURE_COUNTS,
     orgs: Sequence[int] = ORG_COUNTS,
@@ -244,7 +255,9 @@ def run_scaling(
     """Run every sweep (see the module docstring); write ``results.json`` and the plot.
 
     ``fractions``, ``features`` and ``orgs`` are the sweeps' points (the paper's by default);
-    ``flower_orgs`` the org counts deployed over Flower (default: ``orgs``).
+    ``flower_orgs`` the org counts deployed over Flower (default: ``orgs``). ``verification``
+    is how the in-process trusted runs check their rounds (``"leader"``: one rotating
+    aggregator, linear work per round; ``"every-org"``: each org re-aggregates, K² work).
     """
     from matswarm.ledger.anvil_chain import embedded_backend
 
@@ -289,7 +302,9 @@ def run_scaling(
             if sweep == "orgs":
                 plain_hashes[k] = hashes
             add(_point(common, False, walls, cpus, mse=mse))
-            tw, tc, th, info = trusted_run(ds, trust_rounds, seed, Path(tmp) / f"t{i}", chain)
+            tw, tc, th, info = trusted_run(
+                ds, trust_rounds, seed, Path(tmp) / f"t{i}", chain, verification
+            )
             equal = th == hashes[:trust_rounds]
             add(_point(common, True, tw, tc, mse=mse, hashes_equal_plain=equal, extra=info))
         if flower:
@@ -308,7 +323,9 @@ def run_scaling(
                 if mine:
                     p.hashes_equal_plain = mine == plain_hashes.get(p.orgs, [])[: len(mine)]
                 add(p)
-    doc = summarise(points, rounds=rounds, trust_rounds=trust_rounds, chain=chain)
+    doc = summarise(
+        points, rounds=rounds, trust_rounds=trust_rounds, chain=chain, verification=verification
+    )
     doc["machine"] = {
         "system": f"{platform.system()} {platform.machine()}",
         "cpus": os.cpu_count(),

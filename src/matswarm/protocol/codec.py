@@ -21,6 +21,7 @@ from matswarm.protocol.messages import Update
 
 UPDATE_FORMAT = "matswarm-update/v1"
 RING_FORMAT = "matswarm-ring/v1"
+STATE_FORMAT = "matswarm-aggregator-state/v1"
 
 
 class CodecError(ValueError):
@@ -109,6 +110,30 @@ def decode_update(blob: bytes) -> Update:
         )
     except (KeyError, ValueError) as exc:
         raise CodecError(f"malformed update: {exc}") from None
+
+
+def encode_aggregator_state(state: dict[str, np.ndarray], previous: np.ndarray | None) -> bytes:
+    """An :class:`~matswarm.protocol.aggregator.Aggregator`'s replicated state (the server
+    step's arrays and the previous aggregate) as a safetensors blob: same state, same bytes."""
+    bad = sorted(k for k, v in state.items() if not isinstance(v, np.ndarray))
+    if bad:
+        raise CodecError(
+            f"the server state's {bad} are not arrays: it cannot be handed between orgs "
+            "(use verification mode 'every-org' for this algorithm)"
+        )
+    tensors = {f"state.{k}": np.ascontiguousarray(v) for k, v in state.items()}
+    if previous is not None:
+        tensors["previous_aggregate"] = np.ascontiguousarray(previous)
+    return st_save(tensors, metadata={"format": STATE_FORMAT})
+
+
+def decode_aggregator_state(blob: bytes) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    tensors, _ = _load(blob, STATE_FORMAT)
+    unknown = [k for k in tensors if k != "previous_aggregate" and not k.startswith("state.")]
+    if unknown:
+        raise CodecError(f"malformed aggregator state: unexpected tensors {unknown}")
+    state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
+    return state, tensors.get("previous_aggregate")
 
 
 def encode_ring(message: RingMessage) -> bytes:

@@ -43,6 +43,12 @@ class TrustSettings:
     #: Embedded chain of runs that are re-run, never resumed (``durable=False``): ``"auto"``
     #: (anvil when installed, else py-evm), ``"anvil"`` or ``"py-evm"``.
     chain: str = "auto"
+    #: How the orgs check each round: ``"every-org"`` (each verifies and re-aggregates every
+    #: update: K² work per round) or ``"leader"`` (one rotating org aggregates, the others
+    #: check its signed claim and audit it with probability ``audit_rate``; see
+    #: :mod:`matswarm.protocol.leader`). Recorded in the task spec.
+    verification: str = "every-org"
+    audit_rate: float | None = None
 
 
 class Consortium:
@@ -163,6 +169,11 @@ def trusted_engine(
     :func:`matswarm.contrib.attach_contributions` afterwards. ``privacy`` (a resolved
     :class:`~matswarm.privacy.PrivacyConfig` as a dict) is pinned in the spec; the engine's
     participants must already be private (``make_private``)."""
+    from matswarm.protocol.leader import Verification
+
+    verification = Verification(settings.verification, settings.audit_rate)
+    if verification.mode == "leader":
+        _check_leader_mode(engine, contribution)
     spec = TaskSpec.for_run(
         name,
         [p.name for p in engine.participants],
@@ -178,6 +189,7 @@ def trusted_engine(
         # A secure-aggregation task (matswarm.privacy.secagg_round) says so in its spec.
         secure_aggregation=getattr(engine.aggregator, "spec_fields", lambda: None)(),
         privacy=privacy,
+        verification=verification.spec_fields(),
     )
     task_id = consortium.create_task(spec, engine.run_state.initial_global)
     engine.task = "0x" + task_id.hex()
@@ -193,6 +205,25 @@ def trusted_engine(
     if archive is not None:  # each round's signed unmasking transcript: store + ledger
         archive(engine.hooks.reference)
     return engine, spec, task_id
+
+
+def _check_leader_mode(engine: RoundEngine, contribution: dict[str, Any] | None) -> None:
+    """Refuse what leader verification cannot carry, saying why."""
+    from matswarm.protocol.codec import encode_aggregator_state
+
+    if contribution is not None:
+        raise ValueError(
+            "verification 'leader' cannot run contribution accounting: every org scores the "
+            "round's updates on its own validation rows, so every org must hold them "
+            "(use verification 'every-org')"
+        )
+    if getattr(engine.aggregator, "spec_fields", None) is not None:
+        raise ValueError(
+            "verification 'leader' with secure aggregation is not supported: the masked "
+            "updates are unmasked by every org's own sum (use verification 'every-org')"
+        )
+    # the leader hands its replicated state to the followers: it must be arrays
+    encode_aggregator_state(engine.aggregator.state, engine.aggregator.previous_aggregate)
 
 
 SECURITY_NOTE = (

@@ -47,6 +47,7 @@ OPTIONAL_FIELDS = (
     "secure_aggregation",
     "compression",
     "privacy",
+    "verification",
 )
 
 
@@ -99,6 +100,11 @@ class TaskSpec:
     #: with its sample rate and noise multiplier pinned). None: no DP, and absent from the JSON
     #: so that the hashes of specs without it are unchanged.
     privacy: dict[str, Any] | None = None
+    #: How the orgs check a round (:class:`matswarm.protocol.leader.Verification` as a dict):
+    #: ``{"mode": "leader", "audit_rate": p}`` has one rotating org aggregate and the others
+    #: check its signed claim (and re-aggregate with probability ``p``). None: every org
+    #: verifies and re-aggregates every update itself (and the key is absent from the JSON).
+    verification: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.participants)) != len(self.participants) or not self.participants:
@@ -109,6 +115,10 @@ class TaskSpec:
             raise ValueError(f"relay_deadline_s must be > 0, got {self.relay_deadline_s}")
         if self.quorum is not None and not 1 <= self.quorum <= len(self.participants):
             raise ValueError(f"quorum must be in 1..{len(self.participants)}, got {self.quorum}")
+        if self.verification is not None:
+            from matswarm.protocol.leader import Verification
+
+            Verification.from_dict(self.verification)  # raises naming the field
 
     @property
     def round_deadline_s(self) -> float:

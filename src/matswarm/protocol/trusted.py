@@ -30,6 +30,11 @@ transactions are mined (a disagreement stops the task one round later than with 
 transactions, before anything builds on the unconfirmed round: the next round's aggregate is
 only voted on, never final, until then).
 
+With ``verification = {"mode": "leader"}`` in the spec, steps 2 and 3 are done by the round's
+rotating leader only; the other orgs check its signed aggregate claim and audit it at random
+(linear instead of quadratic work per round; :mod:`matswarm.protocol.leader` says what that
+gives up).
+
 Ring intermediates (MatSwarm) travel as envelopes encrypted to the successor and are verified
 on arrival; they are not recorded on the ledger.
 
@@ -136,6 +141,10 @@ class AgentRecord:
     rejections: list[Rejection] = field(default_factory=list)
     #: round -> {kind: content id} of the reports this org anchored (e.g. "dp-epsilon").
     reports: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: Leader verification: round -> content id of the aggregate claims this org signed, and
+    #: the rounds in which it audited the leader (:mod:`matswarm.protocol.leader`).
+    claims: dict[int, str] = field(default_factory=dict)
+    audits: list[int] = field(default_factory=list)
 
 
 class OrgAgent:
@@ -353,6 +362,15 @@ class OrgAgent:
     def aggregate_and_vote(
         self, round_: int, global_params: np.ndarray, updates: Sequence[Update]
     ) -> np.ndarray:
+        new_global = self.aggregate(round_, global_params, updates)
+        self.vote(round_, new_global)
+        return new_global
+
+    def aggregate(
+        self, round_: int, global_params: np.ndarray, updates: Sequence[Update]
+    ) -> np.ndarray:
+        """Run this org's aggregator replica (in its enclave when it has one) on ``updates``;
+        store the new global model and return it."""
         if self.enclave is not None:
             inputs: dict[str, str | bytes] = {"start_model": vector_hash(global_params)}
             inputs.update({f"update:{u.org}": u.digest() for u in updates})
@@ -371,17 +389,21 @@ class OrgAgent:
         else:
             new_global = self.aggregator.step(global_params, updates)
         self.store.put(encode_vector(new_global))
+        return new_global
+
+    def vote(self, round_: int, new_global: np.ndarray) -> None:
+        """Vote ``new_global``'s hash for ``round_`` (held for the next commitment when
+        :attr:`combine` is on; nothing when this org voted before a restart)."""
         if (
             round_ == self.resume_round
             and self.identity.evm_address in self.ledger.round_info(self.task_id, round_).votes
         ):
-            return new_global  # voted before the restart; one vote per round
+            return  # voted before the restart; one vote per round
         global_hash = bytes.fromhex(vector_hash(new_global))
         if self.combine and round_ < self.spec.rounds:
             self.held_vote = (round_, global_hash)  # goes with the next commitment
         else:
             self.send_vote(round_, global_hash)
-        return new_global
 
     def send_vote(self, round_: int, global_hash: bytes) -> None:
         """Vote ``global_hash`` for ``round_`` in a transaction of its own."""
@@ -449,9 +471,17 @@ class TrustedHooks(RoundHooks):
         *,
         combine: bool = True,
     ):
+        from matswarm.protocol.leader import Verification
+
         self.agents = {a.name: a for a in agents}
         self.reference = agents[0]
         self._accepted: dict[str, list[Update]] = {}
+        spec = self.reference.spec
+        self.verification = Verification.from_dict(spec.verification or {})
+        self._audit_rate = self.verification.rate(len(spec.participants))
+        #: Leader mode: the round's commitments and leader, set in :meth:`collect`.
+        self._commitments: dict[str, Commitment] = {}
+        self._leader: str | None = None
         self.on_event = on_event
         self._batch = self.reference.ledger.batch()
         self._one_block = self.reference.ledger.chain.ordered_batches
@@ -498,9 +528,22 @@ class TrustedHooks(RoundHooks):
             queued = agent.queued_commitment
             if queued is not None and queued.org not in commitments:
                 commitments[queued.org] = queued
-        # Every org verifies on its own; an honest consortium reaches the same verdict.
-        self._accepted = {name: a.collect(round_, commitments) for name, a in self.agents.items()}
-        ref = self._accepted[self.reference.name]
+        self._commitments = commitments
+        verifiers: list[str] = list(self.agents)
+        self._leader = None
+        if self.verification.mode == "leader":
+            from matswarm.protocol.leader import audits, leader_of
+
+            committed = {self.reference.name_of.get(a, a) for a in commitments}
+            self._leader = leader_of(self.reference.spec.participants, round_, committed)
+            verifiers = [self._leader] + [
+                n
+                for n, a in self.agents.items()
+                if n != self._leader and audits(a, round_, self._audit_rate)
+            ]
+        # Every verifying org checks on its own; an honest consortium reaches the same verdict.
+        self._accepted = {n: self.agents[n].collect(round_, commitments) for n in verifiers}
+        ref = self._accepted[self._leader or self.reference.name]
         if not ref:
             self._flush()  # the commitments and the rejections that explain them
             raise ProtocolError(f"round {round_}: no update survived verification")
@@ -510,6 +553,11 @@ class TrustedHooks(RoundHooks):
         """Leave verified updates out of the round's aggregation for a consortium rule (e.g. the
         validation threshold of :mod:`matswarm.contrib`): every org drops them and records the
         rejection with its reason on the ledger (so ``verify`` excludes them too)."""
+        if self._leader is not None:
+            raise ProtocolError(
+                "a consortium exclusion needs every org to hold the round's updates: "
+                "use verification mode 'every-org'"
+            )
         for name, agent in self.agents.items():
             self._accepted[name] = [u for u in self._accepted[name] if u.org not in reasons]
             for org, reason in reasons.items():
@@ -518,8 +566,30 @@ class TrustedHooks(RoundHooks):
     def finalise(self, round_, previous_global, global_params, updates, aggregator) -> str:
         if not self._one_block:
             self._flush()  # commitments (and rejections) mined before any vote is sent
-        for name, agent in self.agents.items():
-            agent.aggregate_and_vote(round_, previous_global, self._accepted[name])
+        if self._leader is None:
+            for name, agent in self.agents.items():
+                agent.aggregate_and_vote(round_, previous_global, self._accepted[name])
+        else:
+            from matswarm.protocol.leader import follow_round, lead_round
+
+            claim = lead_round(
+                self.agents[self._leader],
+                round_,
+                previous_global,
+                self._accepted[self._leader],
+                self._commitments,
+            )
+            for name, agent in self.agents.items():
+                if name != self._leader:
+                    follow_round(
+                        agent,
+                        round_,
+                        previous_global,
+                        claim,
+                        self._commitments,
+                        leader=self._leader,
+                        audited=self._accepted.get(name),
+                    )
         mine = vector_hash(global_params)
         self._unconfirmed[round_] = mine
         self._flush()  # the round's transactions (embedded chain: one block)

@@ -20,8 +20,9 @@ finalised hash, so a relay can delay or drop, never forge.
 
 Node-side configuration (keystore, ledger URL and contract, chain id) is the org's own
 (``matswarm node start --identity ... --ledger ...``), never taken from the coordinator.
-Not supported yet: ring algorithms in trusted mode (ring intermediates would need sealing at the
-sender's node), and the simulated enclave.
+Not supported yet: leader verification (:mod:`matswarm.protocol.leader`: the coordinator
+would relay the leader's claim in a second phase), ring algorithms in trusted mode (ring
+intermediates would need sealing at the sender's node), and the simulated enclave.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ class NodeTrust:
         from matswarm.protocol.spec import aggregation_code_hash, training_code_hash
         from matswarm.protocol.trusted import OrgAgent, directory_from_ledger
 
+        if spec.verification is not None:
+            raise SpecError(
+                f"task {spec.name!r} uses verification {spec.verification.get('mode')!r}, which "
+                "runs in-process and in `task run-local` only: over Flower every node verifies "
+                "and re-aggregates every update (create the task without it)"
+            )
         algo = spec.build_algorithm()
         if algo.ring:
             raise SpecError("trusted tasks over Flower support parallel algorithms only (yet)")
