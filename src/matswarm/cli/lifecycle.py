@@ -219,6 +219,18 @@ def task_create(
     name: Annotated[str, typer.Option(help="Task name.")] = "task",
     deadline: Annotated[int, typer.Option(help="Round deadline in seconds.")] = 3600,
     encrypt: Annotated[bool, typer.Option(help="Encrypt updates to the participants.")] = True,
+    verification: Annotated[
+        str,
+        typer.Option(
+            help="How the orgs check each round: every-org (each re-aggregates every update) "
+            "or leader (a rotating org aggregates, the others check its signed claim and audit "
+            "it at random; linear work per round)."
+        ),
+    ] = "every-org",
+    audit_rate: Annotated[
+        float | None,
+        typer.Option(help="leader mode: probability a follower audits a round (default 1/(n-1))."),
+    ] = None,
     org_columns: Annotated[
         list[str] | None,
         typer.Option(
@@ -270,6 +282,14 @@ def task_create(
             from matswarm.data.heterogeneous import declare_org_features
 
             schema = declare_org_features(schema, org_columns, names)
+        from matswarm.protocol.leader import Verification
+
+        checking = Verification(verification, audit_rate)
+        if checking.mode == "leader" and cfg.contribution is not None:
+            fail(
+                f"{config}: [contribution] needs every org to score the round's updates, which "
+                "verification 'leader' does not give them; use --verification every-org"
+            )
         seed = cfg.seeds[0]
         initial = cfg.model.build(schema.n_features, seed).get_flat()
         spec = TaskSpec.for_run(
@@ -286,6 +306,7 @@ def task_create(
             contribution=None if cfg.contribution is None else cfg.contribution.to_dict(),
             featurizer=featurizer,
             privacy=_privacy_of(cfg, algo),
+            verification=checking.spec_fields(),
         )
         issuer = h.identity(by, _passphrase(by))
         if by not in names:
