@@ -21,5 +21,5 @@ def test_leader_task_runs_locally_and_verifies(tmp_path, monkeypatch):
 
 
 def test_bad_verification_mode_is_refused_naming_the_field(tmp_path, monkeypatch):
-    with pytest.raises(AssertionError, match="verification.mode must be one of"):
+    with pytest.raises(AssertionError, match=r"verification\.mode must be one of"):
         home_with_task(tmp_path, monkeypatch, create_args=("--verification", "boss"))
