@@ -469,9 +469,15 @@ def make_private(
     nodes: Sequence[Any] = engine.participants
     rows = {p.name: p.n_samples for p in nodes}
     plan = config.plan(engine.algorithm, rule_name, rows, model_name)
-    wrapped = []
-    for i, node in enumerate(nodes):
-        entropy = secrets.randbits(128) if noise_seed is None else [noise_seed, i, 0x5EC]
-        wrapped.append(PrivateOrg(node, plan, np.random.default_rng(entropy)))
-    engine.participants = wrapped
+    engine.participants = [private_org(node, plan, i, noise_seed) for i, node in enumerate(nodes)]
     return plan
+
+
+def private_org(
+    node: Any, plan: PrivacyPlan, index: int, noise_seed: int | None = None
+) -> PrivateOrg:
+    """``node`` (the ``index``-th participant) wrapped in :class:`PrivateOrg` with its own
+    generator: 128 bits of OS entropy, or (experiments only) one derived from ``noise_seed``.
+    The in-process engine (:func:`make_private`) and a Flower node use this one function."""
+    entropy = secrets.randbits(128) if noise_seed is None else [noise_seed, index, 0x5EC]
+    return PrivateOrg(node, plan, np.random.default_rng(entropy))

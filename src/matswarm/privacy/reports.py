@@ -33,10 +33,13 @@ def audit_reports(
     task_id: bytes,
     spec: Any,
     directory: Mapping[str, Any],
+    rounds: int | None = None,
 ) -> tuple[list[AuditedReport], list[str]]:
     """``(accepted reports, problems)`` for a private task; ``directory`` maps org name to its
-    :class:`~matswarm.trust.PublicIdentity` (as registered on the ledger)."""
+    :class:`~matswarm.trust.PublicIdentity` (as registered on the ledger). ``rounds``: audit
+    only rounds ``1..rounds`` (the finalised ones); None: every round of the spec."""
     from matswarm.protocol.trusted import report_envelope_kind
+    from matswarm.store import StoreError
     from matswarm.trust import Envelope, EnvelopeVerifier, TrustError
 
     if spec.privacy is None:
@@ -47,7 +50,10 @@ def audit_reports(
     accepted: list[AuditedReport] = []
     problems: list[str] = []
     seen: set[tuple[str, int]] = set()
+    last = spec.rounds if rounds is None else rounds
     for rep in ledger.reports(task_id, kind=REPORT_KIND):
+        if rep.round > last:  # a round still open: its reports are checked once it is final
+            continue
         org = name_of.get(rep.reporter, rep.reporter)
         where = f"round {rep.round} report of {org}"
         try:
@@ -59,7 +65,7 @@ def audit_reports(
                 raise ValueError(f"signed as {env.sender}, anchored by {org}")
             kind = report_envelope_kind(REPORT_KIND)
             doc = json.loads(verifier.verify(env, round=rep.round, kind=kind))
-        except (TrustError, ValueError, KeyError, OSError) as exc:
+        except (TrustError, StoreError, ValueError, KeyError, OSError) as exc:
             problems.append(f"{where}: {exc}")
             continue
         steps = int(spec.algorithm_params["local_steps"]) * rep.round
@@ -67,7 +73,7 @@ def audit_reports(
         seen.add((org, rep.round))
         accepted.append(AuditedReport(org, rep.round, float(doc["epsilon_spent"]), doc))
     for org in spec.participants:
-        missing = [t for t in range(1, spec.rounds + 1) if (org, t) not in seen]
+        missing = [t for t in range(1, last + 1) if (org, t) not in seen]
         if missing:
             problems.append(f"{org} anchored no dp-epsilon report for round(s) {missing}")
     return accepted, problems

@@ -255,6 +255,12 @@ class OrgAgent:
         self.record.reports.setdefault(round_, {})[kind] = cid
         return cid
 
+    def report_result(self, round_: int, result: Any) -> None:
+        """Sign and anchor the reports a participant attaches to its result (its DP spend,
+        :class:`matswarm.privacy.dp.PrivateResult`); in-process and on a Flower node alike."""
+        for kind, document in getattr(result, "reports", ()):
+            self.report(round_, kind, document)
+
     def _send(self, kind: str, round_: int, call: TxCall) -> None:
         """Send one of this org's transactions now, or queue it in :attr:`batch`."""
         if self.batch is not None:
@@ -514,9 +520,7 @@ class TrustedHooks(RoundHooks):
     def publish(self, update: Update, result: LocalResult) -> None:
         agent = self.agents[update.org]
         cid = agent.publish(update)
-        # Reports a participant attaches to its result (its DP spend): signed, anchored.
-        for kind, document in getattr(result, "reports", ()):
-            agent.report(update.round, kind, document)
+        agent.report_result(update.round, result)
         self._published.append({"round": update.round, "org": update.org, "cid": cid})
 
     def collect(self, round_: int, updates: list[Update]) -> list[Update]:

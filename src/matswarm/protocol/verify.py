@@ -6,7 +6,10 @@ registered key for this task and round; the update decodes and names the same ta
 org; the task's aggregation rule and server step applied to the valid updates (in participant
 order, from the previous round's global model) give exactly the finalised hash; a quorum of
 participants voted that hash; the global model's blob is in the store. Then it checks the final
-model archive against the last round. The first failure is reported with its round and org.
+model archive against the last round. A task with ``[privacy]`` also has every finalised
+round's signed ``dp-epsilon`` report of every participant audited
+(:func:`matswarm.privacy.reports.audit_reports`). The first failure is reported with its round
+and org.
 
 Encrypted updates need a participant's or auditor's identity to be decrypted; without one the
 signature, commitment and quorum checks still run but the aggregate cannot be recomputed.
@@ -248,6 +251,9 @@ def verify_task(
         rep.global_params = stored
         if progress:
             progress(r, info.rounds)
+    private = spec.privacy is not None
+    if private and not _audit_privacy(rep, ledger, store, task_id, spec, directory):
+        return rep
     if audit is not None and rep.rounds_verified == info.rounds:
         try:
             audit.check_task()
@@ -258,6 +264,34 @@ def verify_task(
     if info.status is TaskStatus.ARCHIVED and info.final_model_cid:
         _check_archive(rep, store, spec, info.final_model_cid, info.final_model_hash, last_final)
     return rep
+
+
+def _audit_privacy(rep, ledger, store, task_id, spec, directory) -> bool:
+    """Every finalised round's ``dp-epsilon`` report of every participant: in the store with
+    the anchored digest, signed by that org, its epsilon the accountant's for the spec's
+    mechanism and within the budget (:func:`matswarm.privacy.reports.audit_reports`)."""
+    from matswarm.privacy.reports import audit_reports
+
+    done = rep.rounds_verified
+    if done == 0:
+        return True
+    try:
+        reports, problems = audit_reports(ledger, store, task_id, spec, directory, rounds=done)
+    except (ValueError, StoreError, LedgerError) as exc:
+        return rep.add(False, f"differential privacy: reports cannot be audited: {exc}")
+    if problems:
+        for p in problems:
+            rep.add(False, f"differential privacy: {p}")
+        return False
+    last = [r for r in reports if r.round == done]
+    worst = max(r.epsilon_spent for r in last)
+    cfg = spec.privacy
+    return rep.add(
+        True,
+        f"differential privacy ({cfg['mode']}): {len(reports)} signed dp-epsilon reports "
+        f"audited; epsilon spent {worst:.3f} of {cfg['epsilon']} (delta {cfg['delta']:g}) "
+        f"after round {done}, the accountant's for each org's mechanism",
+    )
 
 
 def _audit_round(rep, audit, r, excluded, accepted, can_decrypt) -> bool:

@@ -215,6 +215,8 @@ class FlowerCoordinator:
         self.secagg = None
         #: Bytes of the training replies' update arrays per round (parallel algorithms).
         self.update_bytes: dict[int, int] = {}
+        #: Private task: round -> org -> the DP epsilon that org reports spent after it.
+        self.epsilon: dict[int, dict[str, float]] = {}
         if self.task_id and hooks is None:
             from matswarm.runtime.flower.trust import RelayHooks
 
@@ -478,6 +480,8 @@ class FlowerCoordinator:
                 self._drop(self.orgs[name], str(rep.config["error"]))
                 continue
             results[name] = decode_result(rep)
+            if "epsilon_spent" in rep.config:  # the org's own accountant (private task)
+                self.epsilon.setdefault(round_, {})[name] = float(rep.config["epsilon_spent"])
             # What the relay aggregates from: the model, its masked or its compressed update.
             sent = next(
                 rep.arrays[k] for k in ("update", "masked", "gradient", "params") if k in rep.arrays
@@ -561,12 +565,19 @@ class FlowerCoordinator:
                     "missing": missing,
                     "train_loss": record.train_loss,
                     "update_bytes": self.update_bytes.get(t),
+                    **({"epsilon_spent": self.epsilon[t]} if t in self.epsilon else {}),
                 }
             )
+            dp = ""
+            if t in self.epsilon:
+                dp = (
+                    f"; DP epsilon spent {max(self.epsilon[t].values()):.3f} of "
+                    f"{spec.privacy['epsilon']}"
+                )
             self._status(
                 "running",
                 f"round {t} of {algo.rounds} final ({record.global_hash[:12]}"
-                f"…; {len(record.participants)} of {len(spec.participants)} orgs)",
+                f"…; {len(record.participants)} of {len(spec.participants)} orgs{dp})",
             )
         g = engine.run_state.global_params
         from matswarm.protocol import vector_hash

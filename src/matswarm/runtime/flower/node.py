@@ -61,6 +61,8 @@ class _Joined:
     secagg: object = None
     #: Update compression with this org's residual (matswarm.compression.Compression).
     compressor: object = None
+    #: Differential privacy of the task (matswarm.privacy.PrivacyPlan), None without.
+    privacy: object = None
 
 
 def stats_payload(x_stats, y_stats) -> Payload:
@@ -86,6 +88,7 @@ class OrgService:
         data: str | Path,
         workdir: str | Path | None = None,
         trust=None,  # NodeTrustConfig: this org's keystore, ledger and store
+        noise_seed: int | None = None,
     ):
         from matswarm.data import read_table
         from matswarm.runtime.inprocess import configure_torch
@@ -98,6 +101,9 @@ class OrgService:
         self.tasks: dict[str, _Joined] = {}
         self.started = time.time()
         self.trust_config = trust
+        #: DP noise and sampling of private tasks: None draws from this node's OS entropy;
+        #: a seed (reproducible experiments only: anyone who knows it can remove the noise).
+        self.noise_seed = noise_seed
         self._trust = None
         self._lock = threading.Lock()
 
@@ -224,17 +230,22 @@ class OrgService:
                 Xs[:, ~mask] = fill
             Xs[:, np.asarray(x_total.count) == 0] = fill
         data = StandardizedOrg(self.org, Xs, std.transform_y(y), task)
-        if spec.privacy is not None:  # never train a private task without its noise
-            raise NodeRefusal(
-                "differential privacy ([privacy] in the task spec) is not wired into the Flower "
-                "runtime yet; run the task with `matswarm task run-local`"
-            )
         algo = spec.build_algorithm()
         with _TORCH_SEED_LOCK:  # model init seeds torch's global generator
             model = spec.model_spec().build(len(spec.schema["features"]), spec.seed)
             initial = spec.initial_params()
-        node = OrgNode(data, model, algo, spec.seed, spec.participants.index(self.org))
+        index = spec.participants.index(self.org)
+        node = OrgNode(data, model, algo, spec.seed, index)
+        plan = None
+        if spec.privacy is not None:  # DP-SGD as in-process: the same plan and wrapper
+            from matswarm.privacy.dp import private_org
+
+            rows = {n: int(p.config[f"count_{i}"]) for i, n in enumerate(spec.participants)}
+            # Refuses (BudgetError, naming the fields) a budget exhausted before the last round.
+            plan = spec.build_privacy().plan(algo, spec.rule, rows, spec.model_spec().name)
+            node = private_org(node, plan, index, self.noise_seed)  # this node's own noise
         joined = _Joined(spec, node)
+        joined.privacy = plan
         task_id = str(p.config.get("task_id", ""))
         if task_id:  # a trusted task: checked against the ledger (initial model included)
             joined.latest = initial
@@ -302,6 +313,8 @@ class OrgService:
             sealed = trusted_train(joined, joined.agent, round_, start, res, mask)
             out.config.update(sealed.config)
             out.arrays.update(sealed.arrays)
+        if joined.privacy is not None:  # this org's spend after the round (its own plan)
+            out.config["epsilon_spent"] = float(res.privacy["epsilon_spent"])
         joined.last_train = (key, out)
         return out
 

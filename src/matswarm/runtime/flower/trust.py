@@ -137,6 +137,7 @@ def trusted_train(joined, agent, round_: int, g: np.ndarray, res, mask=None) -> 
         if update.kind == "masked":
             out.arrays["masked"] = update.vector
     cid = agent.publish(update)
+    agent.report_result(round_, res)  # its DP spend, signed and anchored by this org
     blob = agent.store.get(cid)
     out.config["cid"] = cid
     out.arrays["envelope"] = np.frombuffer(blob, dtype=np.uint8).copy()
