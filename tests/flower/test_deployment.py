@@ -225,6 +225,34 @@ def test_three_rounds_over_tls_match_inprocess(cluster, org_files):
             assert len(info.votes) == 3 and len(info.commitments) == 3
 
 
+def test_private_task_over_tls_reports_each_nodes_spend(cluster, org_files):
+    """Local DP across processes: every node draws its own noise (OS entropy), reports the
+    in-process plan's epsilon each round and anchors its signed dp-epsilon report itself."""
+    from tests.flower.test_dp_flower import _private_spec, _UnionStore
+
+    from matswarm.privacy import PrivacyConfig
+    from matswarm.privacy.reports import audit_reports
+    from matswarm.store import LocalStore
+
+    cfg = PrivacyConfig("local", 4.0, clip=0.5)
+    spec, seeded, plan = _private_spec(org_files, cfg, "deploy-dp")
+    task_id = None
+    if cluster["ledger"] is not None:
+        spec, task_id = trusted_spec(cluster["ledger"], cluster["ids"], spec)
+    proc = _task_run(cluster, spec, "deploy-dp", task_id=task_id)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    result = json.loads((cluster["dir"] / "deploy-dp.result.json").read_text())
+    assert [r["epsilon_spent"] for r in result["rounds"]] == [plan.epsilon_after(t) for t in (1, 2)]
+    assert result["rounds"][0]["global_hash"] != seeded[0]  # not the seeded reference's noise
+    if task_id is not None:
+        # each org's report is in that org's own store
+        store = _UnionStore([LocalStore(v["workdir"] / "store") for v in cluster["nodes"].values()])
+        directory = {n: cluster["ids"][n].public for n in org_files}
+        audited, problems = audit_reports(cluster["ledger"], store, task_id, spec, directory)
+        assert problems == [] and len(audited) == 2 * len(org_files)
+
+
 def test_killed_node_is_a_recorded_dropout_and_the_task_finishes(cluster, org_files):
     spec = make_spec(org_files, "fedavg", rounds=4, task="deploy-dropout", round_deadline_s=20)
     proc = _task_run(cluster, spec, "deploy-dropout")
