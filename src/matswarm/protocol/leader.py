@@ -52,10 +52,10 @@ from matswarm.protocol.codec import (
     decode_aggregator_state,
     decode_vector,
     encode_aggregator_state,
-    encode_vector,
 )
 from matswarm.protocol.messages import Update, vector_hash
 from matswarm.store import StoreError
+from matswarm.store.cid import cid_from_digest
 from matswarm.trust import Envelope, RejectedError, seal
 
 if TYPE_CHECKING:
@@ -132,8 +132,7 @@ class AggregateClaim:
     round: int
     leader: str
     start: str  # hex vector hash of the model the round started from
-    result: str  # hex vector hash of the new global model
-    result_cid: str
+    result: str  # hex vector hash of the new global model (its content id follows from it)
     inputs: tuple[tuple[str, str, str], ...]  # (org, commitment sha256 hex, content id)
     rejected: tuple[tuple[str, str], ...]  # (org, reason)
     state_sha256: str
@@ -159,7 +158,6 @@ class AggregateClaim:
                 leader=str(d["leader"]),
                 start=str(d["start"]),
                 result=str(d["result"]),
-                result_cid=str(d["result_cid"]),
                 inputs=tuple((str(o), str(h), str(c)) for o, h, c in d["inputs"]),
                 rejected=tuple((str(o), str(r)) for o, r in d["rejected"]),
                 state_sha256=str(d["state_sha256"]),
@@ -192,8 +190,7 @@ def lead_round(
         round=round_,
         leader=agent.name,
         start=vector_hash(previous_global),
-        result=vector_hash(new_global),
-        result_cid=agent.store.put(encode_vector(new_global)),
+        result=vector_hash(new_global),  # aggregate() stored it under this hash's content id
         inputs=tuple(
             (o, by_org[o].update_hash.hex(), by_org[o].cid)
             for o in agent.spec.participants
@@ -286,13 +283,11 @@ def follow_round(
 
 
 def _fetch_model(agent: OrgAgent, claim: AggregateClaim, refuse) -> np.ndarray:
+    cid = cid_from_digest(bytes.fromhex(claim.result))
     try:
-        model = decode_vector(agent.store.get(claim.result_cid))
-    except (StoreError, CodecError) as exc:
-        raise refuse(f"its model {claim.result_cid} cannot be read: {exc}") from None
-    if vector_hash(model) != claim.result:
-        raise refuse("its model blob does not have the claimed hash")
-    agent.store.put(encode_vector(model))  # this org's own copy, as after aggregating
+        model = decode_vector(agent.store.get(cid))  # the store checks the content id
+    except (StoreError, CodecError, ValueError) as exc:
+        raise refuse(f"its model blob does not have the claimed hash ({cid}: {exc})") from None
     return model
 
 
