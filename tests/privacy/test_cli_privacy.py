@@ -15,7 +15,7 @@ def test_run_local_private_task(tmp_path, monkeypatch):
     )
     _, task, ok, tmp = home_with_task(tmp_path, monkeypatch, config=toml, algorithm="fedavg")
     out = ok("task", "run-local", task)
-    lines = [ln for ln in out.splitlines() if "DP (local) epsilon spent" in ln]
+    lines = [ln for ln in out.splitlines() if "DP (local, record-level) epsilon spent" in ln]
     assert [ln.split(":")[0].strip() for ln in lines] == ["round 1", "round 2", "round 3"]
     spent = [float(ln.split("spent ")[1].split()[0]) for ln in lines]
     assert spent == sorted(spent) and spent[-1] <= 4.0

@@ -71,6 +71,22 @@ class Mean(AggregationRule):
         return R.weighted_mean(stack, weights)
 
 
+class EqualMean(AggregationRule):
+    """The unweighted mean, each org ``1/K`` whatever its row count: the aggregate of org-level
+    DP (DP-FedAvg), where a sample-count weight would both leak the org's size and scale its
+    clipped update's influence beyond the clip bound."""
+
+    name = "equal-mean"
+    byzantine_tolerant = False
+    _citations = (
+        "McMahan et al., Learning Differentially Private Recurrent Language Models, ICLR 2018 "
+        "(DP-FedAvg: clipped updates, equal weights, Gaussian noise on the sum)",
+    )
+
+    def aggregate(self, stack, weights, center):
+        return R.weighted_mean(stack, np.ones(len(stack)))
+
+
 class Median(AggregationRule):
     name = "median"
     _citations = (
@@ -275,6 +291,7 @@ RULES: dict[str, type[AggregationRule]] = {
     cls.name: cls
     for cls in (
         Mean,
+        EqualMean,
         Median,
         TrimmedMean,
         Krum,

@@ -454,7 +454,7 @@ def _privacy_of(cfg, algo) -> dict | None:
     from matswarm.privacy.dp import check_compatible
 
     try:
-        check_compatible(cfg.privacy, algo, cfg.model.name)
+        check_compatible(cfg.privacy, algo, cfg.model.name, cfg.rule)
     except ValueError as exc:
         fail(f"{cfg.source}: {exc}")
     return cfg.privacy.to_dict()

@@ -177,7 +177,7 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
             (str,),
             None,
             "local (DP-SGD at each org) | central (noise shares on the "
-            "aggregate; needs update = 'gradient'); without mode and epsilon: no DP",
+            "aggregate; record-level needs update = 'gradient'); without mode and epsilon: no DP",
         ),
         "epsilon": ((int, float), None, "target epsilon over all planned rounds (required)"),
         "delta": ((int, float), 1e-5, "target delta"),
@@ -189,6 +189,12 @@ KEYS: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
             "budget runs out before the last round is refused)",
         ),
         "accountant": ((str,), "rdp", "Opacus accountant: rdp | prv"),
+        "unit": (
+            (str,),
+            "record",
+            "record (one row at one org) | org (one org's whole update, DP-FedAvg: central "
+            "only, rule 'equal-mean', clip bounds the update's L2 norm; needs many orgs)",
+        ),
         "sample_rate": (
             (int, float),
             None,
@@ -445,9 +451,15 @@ class ExperimentConfig:
                 for m in self.methods:
                     algo = self.algorithm(m)
                     if isinstance(algo, FederatedAlgorithm):
-                        check_compatible(self.privacy, algo, self.model.name)
+                        check_compatible(self.privacy, algo, self.model.name, self.rule)
             except ValueError as exc:
                 raise ConfigError(f"{self.source}: {exc}") from None
+            if self.privacy.unit == "org" and self.contribution is not None:
+                raise ConfigError(
+                    f"{self.source}: [contribution] scores, thresholds and weighs single "
+                    "updates, but [privacy] unit = 'org' protects only their equal-weight sum "
+                    "(one update carries 1/sqrt(K) of the noise): choose one"
+                )
 
     def _validate_materials(self) -> None:
         """[data] featurize / task / threshold / positive (see matswarm.data.featurize, schema)."""

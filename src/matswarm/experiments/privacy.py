@@ -81,6 +81,19 @@ def method_for(
     return algo
 
 
+def rule_for(mode: str) -> str:
+    """The aggregation rule of a mode: org-level DP needs the equal-weight mean."""
+    return "equal-mean" if mode == "central-org" else "mean"
+
+
+def privacy_config(mode: str, epsilon: float, delta: float, clip: float | None) -> PrivacyConfig:
+    """The [privacy] section of an experiment mode (``central-org``: central, unit ``org``)."""
+    kw = {} if clip is None else {"clip": clip}
+    if mode == "central-org":
+        return PrivacyConfig("central", epsilon, delta, unit="org", **kw)
+    return PrivacyConfig(mode, epsilon, delta, **kw)
+
+
 def run_private(
     dataset: FederatedDataset,
     model: ModelSpec,

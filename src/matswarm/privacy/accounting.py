@@ -1,7 +1,8 @@
 """Privacy accounting with Opacus' accountants (RDP or PRV) for the sampled Gaussian mechanism.
 
 Every DP mechanism here is ``steps`` applications of a Gaussian mechanism with noise multiplier
-``sigma`` on Poisson-sampled batches (sample rate ``q``; ``q = 1`` for no sub-sampling). The
+``sigma`` on Poisson-sampled batches (sample rate ``q``; ``q = 1`` for no sub-sampling, as in
+org-level DP: one Gaussian mechanism per round, where RDP is exactly ``alpha / (2 sigma^2)``). The
 spent epsilon is what Opacus' ``RDPAccountant`` / ``PRVAccountant`` report for that history, and
 the noise for a target (epsilon, delta) is Opacus' ``get_noise_multiplier``. Nothing of the
 analysis is re-implemented; this module only fixes the conventions (history, delta) and caches.
@@ -85,7 +86,11 @@ def epsilon(
         return float(eps)
     acc = _accountant(kind)
     acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
-    return float(acc.get_epsilon(delta=delta))
+    with warnings.catch_warnings():
+        # q = 1 (org-level DP): Opacus' PRV takes log(1 - q) = -inf inside an np.where that
+        # then discards it; the numbers are right (tests compare them with the closed form).
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(acc.get_epsilon(delta=delta))
 
 
 @lru_cache(maxsize=256)
@@ -99,6 +104,7 @@ def calibrate(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the largest-alpha note while bisecting
+        warnings.simplefilter("ignore", RuntimeWarning)  # PRV's log(1 - q) at q = 1, see above
         sigma = float(
             get_noise_multiplier(
                 target_epsilon=target_epsilon,

@@ -52,6 +52,8 @@ from matswarm.models.base import RegressionModel
 from matswarm.privacy.accounting import ACCOUNTANTS, BudgetError, Mechanism, calibrate
 
 MODES = ("local", "central")
+#: What neighbouring inputs differ in: one row at one org, or one whole org's contribution.
+UNITS = ("record", "org")
 REPORT_KIND = "dp-epsilon"
 REPORT_FORMAT = "matswarm-dp-report/v1"
 #: Algorithms whose only data-dependent output is the (clipped, noised) model update. MatSwarm's
@@ -61,12 +63,15 @@ PRIVATE_ALGORITHMS = ("fedavg", "fedprox", "fedavgm", "fedadam")
 PER_SAMPLE_MODELS = ("mlp", "lasso", "lstm")
 #: The rule under which the orgs' noise shares add up on the aggregate.
 LINEAR_RULES = ("mean",)
+#: Org-level DP's aggregate: each clipped update weighs 1/K, so one org moves the sum by <= clip.
+ORG_RULE = "equal-mean"
 
 CITATIONS = (
     "Abadi et al., Deep Learning with Differential Privacy, CCS 2016",
     "Mironov, Renyi Differential Privacy of the Sampled Gaussian Mechanism, 2019",
     "Gopi, Lee and Wutschitz, Numerical Composition of Differential Privacy, NeurIPS 2021",
     "Truex et al., A Hybrid Approach to Privacy-Preserving Federated Learning, AISec 2019",
+    "McMahan et al., Learning Differentially Private Recurrent Language Models, ICLR 2018",
     "Yousefpour et al., Opacus: User-Friendly Differential Privacy Library in PyTorch, 2021",
 )
 
@@ -89,10 +94,25 @@ class PrivacyConfig:
     accountant: str = "rdp"
     #: central: the common Poisson rate; None: batch_size / mean org rows.
     sample_rate: float | None = None
+    #: "record": one row at one org; "org": one organisation's whole update (central only).
+    unit: str = "record"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"[privacy] mode must be one of {MODES}, got {self.mode!r}")
+        if self.unit not in UNITS:
+            raise ValueError(f"[privacy] unit must be one of {UNITS}, got {self.unit!r}")
+        if self.unit == "org" and self.mode != "central":
+            raise ValueError(
+                f"[privacy] unit = 'org' needs mode = 'central', got mode = {self.mode!r}: "
+                "org-level DP hides an org's whole update in the noise of the aggregate; an "
+                "org's own update cannot hide that org (use unit = 'record' for local DP)"
+            )
+        if self.unit == "org" and self.sample_rate is not None:
+            raise ValueError(
+                "[privacy] sample_rate is the Poisson rate of rows (unit = 'record'); with "
+                "unit = 'org' every org sends one update each round (q = 1): leave it unset"
+            )
         if not (isinstance(self.epsilon, int | float) and 0 < self.epsilon < math.inf):
             raise ValueError(f"[privacy] epsilon must be a finite number > 0, got {self.epsilon!r}")
         if not 0 < self.delta < 1:
@@ -111,7 +131,12 @@ class PrivacyConfig:
             raise ValueError(f"[privacy] sample_rate must be in (0, 1), got {self.sample_rate!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec's ``privacy`` dict; ``unit`` only when it is not the default "record", so
+        specs written before org-level DP keep their digest."""
+        d = asdict(self)
+        if self.unit == "record":
+            del d["unit"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PrivacyConfig:
@@ -130,7 +155,7 @@ class PrivacyConfig:
         model_name: str = "mlp",
     ) -> PrivacyPlan:
         """Resolve sample rates and noise for these orgs; refuse what the budget cannot cover."""
-        check_compatible(self, algorithm, model_name)
+        check_compatible(self, algorithm, model_name, rule_name)
         if not org_rows:
             raise ValueError("a private task needs at least one organisation")
         rounds, steps = algorithm.rounds, algorithm.local_steps
@@ -140,6 +165,23 @@ class PrivacyConfig:
         shares: dict[str, float] = {}
         divisor: dict[str, float] = {}
         update_mech: dict[str, Mechanism] = {}
+        if self.unit == "org":
+            # One Gaussian mechanism per round on the sum of the K clipped updates (every org
+            # takes part every round: q = 1); sensitivity clip, noise sigma * clip in K shares.
+            sigma = self._sigma(1.0, rounds, 1)
+            share = 1.0 / math.sqrt(k)
+            for org in org_rows:
+                mech[org] = Mechanism(sigma, 1.0, 1, self.delta, self.accountant)
+                update_mech[org] = Mechanism(sigma * share, 1.0, 1, self.delta, self.accountant)
+                shares[org], divisor[org] = share, 1.0
+            guarantee = (
+                "org-level on the aggregate: hides whether any one organisation took part "
+                f"(equal-weight mean of {k} updates clipped to L2 norm {self.clip:g}); an "
+                f"individual update carries 1/sqrt({k}) of the noise"
+            )
+            plan = PrivacyPlan(self, rounds, mech, shares, divisor, guarantee, update_mech)
+            plan.check_budget()
+            return plan
         if self.mode == "local":
             too_small = {o: n for o, n in org_rows.items() if b >= n}
             if too_small:
@@ -186,26 +228,44 @@ class PrivacyConfig:
         return calibrate(self.epsilon, self.delta, q, rounds * steps, self.accountant)
 
     def resolved(self, plan: PrivacyPlan) -> PrivacyConfig:
-        """This config with what every party must agree on pinned (central: rate and noise)."""
+        """This config with what every party must agree on pinned (central: rate and noise;
+        org-level: the noise, its rate is always 1)."""
         if self.mode != "central":
             return self
         m = next(iter(plan.mechanisms.values()))
-        return PrivacyConfig(
-            **(
-                self.to_dict()
-                | {"sample_rate": m.sample_rate, "noise_multiplier": m.noise_multiplier}
-            )
-        )
+        pinned: dict[str, Any] = {"noise_multiplier": m.noise_multiplier}
+        if self.unit == "record":
+            pinned["sample_rate"] = m.sample_rate
+        return PrivacyConfig(**(asdict(self) | pinned))
 
 
-def check_compatible(cfg: PrivacyConfig, algorithm: FederatedAlgorithm, model_name: str) -> None:
-    """Refuse combinations whose guarantee would not hold, naming the fields."""
+def check_compatible(
+    cfg: PrivacyConfig,
+    algorithm: FederatedAlgorithm,
+    model_name: str,
+    rule_name: str | None = None,
+) -> None:
+    """Refuse combinations whose guarantee would not hold, naming the fields. ``rule_name``
+    (the task's aggregation rule) is checked when given."""
     if algorithm.name not in PRIVATE_ALGORITHMS:
         raise ValueError(
             f"[privacy] is supported for methods {', '.join(PRIVATE_ALGORITHMS)}, not "
             f"{algorithm.name!r} (its ring statistics / alignment term read rows outside the "
-            "clipped per-sample gradient)"
+            "clipped update)"
         )
+    if cfg.unit == "org":
+        # The whole update is clipped, so any update kind and model will do; the rule must
+        # weigh every clipped update equally.
+        if rule_name is not None and rule_name != ORG_RULE:
+            raise ValueError(
+                f"[privacy] unit = 'org' needs [aggregation] rule = {ORG_RULE!r}, got "
+                f"{rule_name!r}: the noise shares sum to one Gaussian on the sum of clipped "
+                "updates only under an equal-weight mean; sample-count weights ('mean') leak "
+                "each org's size and let a large org move the aggregate by more than clip, "
+                "and robust rules select or reorder single updates, which carry only "
+                "1/sqrt(K) of the noise"
+            )
+        return
     update = getattr(algorithm, "update", "delta")
     if cfg.mode == "central" and update != "gradient":
         raise ValueError(
@@ -247,8 +307,10 @@ class PrivacyPlan:
                     f"[privacy] epsilon = {c.epsilon} (delta = {c.delta}) is exhausted at round "
                     f"{r} of [training] rounds = {self.rounds} for {org} (noise_multiplier "
                     f"{m.noise_multiplier:.4g}, sample_rate {m.sample_rate:.4g}, "
-                    f"local_steps {m.steps_per_round}): raise [privacy] noise_multiplier or "
-                    "leave it unset to calibrate, or lower [training] rounds / local_steps"
+                    f"{'mechanisms' if c.unit == 'org' else 'local_steps'} per round "
+                    f"{m.steps_per_round}): raise [privacy] noise_multiplier or "
+                    "leave it unset to calibrate, or lower [training] rounds"
+                    + ("" if c.unit == "org" else " / local_steps")
                 )
 
     def epsilon_after(self, round_: int) -> dict[str, float]:
@@ -262,6 +324,7 @@ class PrivacyPlan:
             "org": org,
             "round": round_,
             "mode": self.config.mode,
+            "unit": self.config.unit,
             "epsilon_spent": m.epsilon_after(round_),
             "target_epsilon": self.config.epsilon,
             "delta": self.config.delta,
@@ -280,6 +343,7 @@ class PrivacyPlan:
         """The model card's privacy section."""
         return {
             **self.config.to_dict(),
+            "unit": self.config.unit,
             "guarantee": self.guarantee,
             "rounds": rounds_done,
             "per_org": {
@@ -310,7 +374,8 @@ class PrivacyPlan:
         eps = self.epsilon_after(round_)
         worst = max(eps.values())
         return (
-            f"round {round_}: DP ({self.config.mode}) epsilon spent {worst:.3f} of "
+            f"round {round_}: DP ({self.config.mode}, {self.config.unit}-level) epsilon spent "
+            f"{worst:.3f} of "
             f"{self.config.epsilon} (delta {self.config.delta:g})"
         )
 
@@ -383,6 +448,27 @@ class SampledGaussianGradient:
         return out, loss, mse
 
 
+class ClippedGaussianUpdate:
+    """One org's org-level DP update (DP-FedAvg): the whole round update (model delta or
+    gradient) clipped to L2 norm ``clip``, plus its share ``N(0, (noise_std * clip)^2)`` of the
+    aggregate's noise per coordinate (``noise_std = sigma / sqrt(K)``)."""
+
+    def __init__(self, *, clip: float, noise_std: float, rng: np.random.Generator):
+        self.clip = float(clip)
+        self.noise_std = float(noise_std)
+        self._rng = rng
+
+    def clipped(self, update: np.ndarray) -> np.ndarray:
+        """``update * min(1, clip / ||update||)`` in float64."""
+        u = np.asarray(update, dtype=np.float64)
+        norm = float(np.linalg.norm(u))
+        return u if norm <= self.clip else u * (self.clip / norm)
+
+    def __call__(self, update: np.ndarray) -> np.ndarray:
+        c = self.clipped(update)
+        return c + self._rng.standard_normal(c.shape) * (self.noise_std * self.clip)
+
+
 def per_sample_gradients(
     model: RegressionModel, xb: torch.Tensor, yb: torch.Tensor, task: str = "regression"
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -413,17 +499,26 @@ class PrivateResult(LocalResult):
 
 
 class PrivateOrg:
-    """Wraps an :class:`~matswarm.protocol.participant.OrgNode`: trains it with its DP-SGD
-    gradient and attaches the round's spend report (anchored on the ledger by the trust layer).
+    """Wraps an :class:`~matswarm.protocol.participant.OrgNode` and attaches the round's spend
+    report (anchored on the ledger by the trust layer). Record-level: the node trains with its
+    DP-SGD gradient. Org-level: the node trains as usual and its round update (delta from the
+    round's start model, or gradient) is clipped and noised here, before it leaves the org.
     """
 
     def __init__(self, node: Any, plan: PrivacyPlan, rng: np.random.Generator):
         self.node = node
         self.name = node.name
         self.plan = plan
+        noise_std = plan.mechanisms[node.name].noise_multiplier * plan.shares[node.name]
+        self.update_noise: ClippedGaussianUpdate | None = None
+        if plan.config.unit == "org":
+            self.update_noise = ClippedGaussianUpdate(
+                clip=plan.config.clip, noise_std=noise_std, rng=rng
+            )
+            return
         node.private = SampledGaussianGradient(
             clip=plan.config.clip,
-            noise_std=plan.mechanisms[node.name].noise_multiplier * plan.shares[node.name],
+            noise_std=noise_std,
             sample_rate=plan.mechanisms[node.name].sample_rate,
             divisor=plan.divisors[node.name],
             rng=rng,
@@ -451,7 +546,18 @@ class PrivateOrg:
         doc = self.plan.report(self.name, round_)
         blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         base = {f.name: getattr(res, f.name) for f in fields(LocalResult)}
+        if self.update_noise is not None:
+            base |= self._noised(res, start_params)
         return PrivateResult(**base, reports=((REPORT_KIND, blob),), privacy=doc)
+
+    def _noised(self, res: LocalResult, start: np.ndarray) -> dict[str, np.ndarray]:
+        """The fields of ``res`` that carry its update, replaced by the clipped, noised one."""
+        assert self.update_noise is not None
+        noised = self.update_noise(res.update_vector(start))
+        if res.gradient is not None:
+            return {"gradient": noised.astype(np.float32)}
+        # A delta travels as local params; start + noised delta is post-processing of it.
+        return {"params": (np.asarray(start, dtype=np.float64) + noised).astype(np.float32)}
 
 
 def make_private(

@@ -68,7 +68,9 @@ def audit_reports(
         except (TrustError, StoreError, ValueError, KeyError, OSError) as exc:
             problems.append(f"{where}: {exc}")
             continue
-        steps = int(spec.algorithm_params["local_steps"]) * rep.round
+        # Record-level: one sampled-Gaussian step per local step; org-level: one per round.
+        per_round = 1 if cfg.unit == "org" else int(spec.algorithm_params["local_steps"])
+        steps = per_round * rep.round
         problems += [f"{where}: {p}" for p in _check_document(doc, org, rep.round, cfg, steps)]
         seen.add((org, rep.round))
         accepted.append(AuditedReport(org, rep.round, float(doc["epsilon_spent"]), doc))
@@ -91,6 +93,11 @@ def _check_document(
     for key in ("mode", "delta", "accountant", "clip"):
         if doc.get(key) != getattr(cfg, key):
             out.append(f"{key} {doc.get(key)!r} differs from the spec's {getattr(cfg, key)!r}")
+    if doc.get("unit", "record") != cfg.unit:  # reports before org-level DP name no unit
+        out.append(f"unit {doc.get('unit')!r} differs from the spec's {cfg.unit!r}")
+    if cfg.unit == "org" and doc.get("sample_rate") != 1.0:
+        rate = doc.get("sample_rate")
+        out.append(f"org-level DP has sample_rate 1 (every org, every round), not {rate!r}")
     if cfg.mode == "central":  # one mechanism for all; pinned in the spec when resolved
         for key in ("noise_multiplier", "sample_rate"):
             if getattr(cfg, key) is not None and doc.get(key) != getattr(cfg, key):

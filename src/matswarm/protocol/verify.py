@@ -288,7 +288,8 @@ def _audit_privacy(rep, ledger, store, task_id, spec, directory) -> bool:
     cfg = spec.privacy
     return rep.add(
         True,
-        f"differential privacy ({cfg['mode']}): {len(reports)} signed dp-epsilon reports "
+        f"differential privacy ({cfg['mode']}, {cfg.get('unit', 'record')}-level): "
+        f"{len(reports)} signed dp-epsilon reports "
         f"audited; epsilon spent {worst:.3f} of {cfg['epsilon']} (delta {cfg['delta']:g}) "
         f"after round {done}, the accountant's for each org's mechanism",
     )
