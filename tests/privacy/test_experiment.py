@@ -12,7 +12,7 @@ from matswarm.experiments import privacy as exp
 
 def test_privacy_experiment_writes_rows_and_plot(perovskite_dir, tmp_path, monkeypatch):
     tiny = exp.Schedule(rounds=2, local_steps=2, lr=3e-3, clip=1.0)
-    monkeypatch.setattr(exp, "SCHEDULES", {"local": tiny, "central": tiny})
+    monkeypatch.setattr(exp, "SCHEDULES", {m: {3.0: tiny} for m in exp.MODES})
     monkeypatch.setattr(exp, "REFERENCE", exp.Schedule(2, 2, 3e-3, None))
     monkeypatch.setattr(exp, "EPSILONS", (float("inf"), 10.0, 1.0))
     monkeypatch.setattr(exp, "COMPRESSION_ROUNDS", 2)
@@ -41,7 +41,7 @@ def test_privacy_experiment_writes_rows_and_plot(perovskite_dir, tmp_path, monke
     assert "update bytes per round" in res.output
     rows = [r for r in doc["rows"] if r["part"] == "dp"]
     assert [(r["mode"], r["epsilon"]) for r in rows] == [
-        *((m, e) for m in ("local", "central") for e in (None, 10.0, 1.0)),
+        *((m, e) for m in exp.MODES for e in (None, 10.0, 1.0)),
         ("reference", None),
     ]
     summary_keys = {"method", "model", "org", "mse_mean", "mse_std", "rmse_mean", "n_seeds"}
@@ -51,6 +51,9 @@ def test_privacy_experiment_writes_rows_and_plot(perovskite_dir, tmp_path, monke
             assert 0 < r["epsilon_spent"] <= r["epsilon"] and r["noise_multiplier"] > 0
     sigma = {r["epsilon"]: r["noise_multiplier"] for r in rows if r["mode"] == "central"}
     assert sigma[1.0] > sigma[10.0]  # a smaller budget needs more noise
+    org = {(r["mode"], r["epsilon"]): r for r in rows if r["mode"].startswith("central-org")}
+    assert org[("central-org", 1.0)]["orgs"] == 3 and org[("central-org-30", 1.0)]["orgs"] == 30
+    assert org[("central-org", 1.0)]["method"] == "fedavg"
     assert (out / "privacy_mse_vs_epsilon.png").stat().st_size > 0
     assert "Global test MSE" in res.output
 

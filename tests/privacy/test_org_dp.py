@@ -82,7 +82,7 @@ def test_org_update_is_the_clipped_update_plus_its_noise_share(seven_orgs, updat
 
 
 def test_the_equal_weight_mean_carries_noise_sigma_c_over_k(seven_orgs):
-    """Negligible updates (lr 1e-9): the aggregate is the noise alone, std sigma * C / K per coordinate."""
+    """Negligible updates (lr 1e-9): the aggregate is the noise alone, std sigma C / K."""
     algo = make_algorithm("fedavg", rounds=1, local_steps=1, batch_size=8, lr=1e-9)
     eng = build_engine(seven_orgs, MODEL, algo, make_rule("equal-mean"), 0)
     cfg = PrivacyConfig("central", 2.0, clip=0.3, unit="org")
