@@ -1,6 +1,21 @@
 """Differential privacy for federated rounds: DP-SGD at each org (local) or one Gaussian noise on
-the aggregate that the orgs add in shares (central). Record-level (epsilon, delta): neighbouring
-datasets differ in one material's row at one organisation.
+the aggregate that the orgs add in shares (central). ``unit`` says what neighbouring inputs
+differ in: ``"record"`` (default): one material's row at one organisation; ``"org"``
+(central only): one organisation's whole contribution.
+
+* ``unit = "org"`` (DP-FedAvg, McMahan et al. 2018): each org trains as usual, then clips its
+  whole round update (model delta or gradient) to L2 norm ``clip`` and adds its share
+  ``N(0, (sigma * clip)^2 / K)`` from its own generator (:class:`ClippedGaussianUpdate`, applied
+  in :meth:`PrivateOrg.train`, in process and on Flower nodes alike). The rule must be the
+  equal-weight mean (``equal-mean``): sample-count weights leak sizes and let one org move the
+  sum by more than ``clip``; robust rules pick single updates. The sum of the K updates is then
+  one Gaussian mechanism per round with sensitivity ``clip`` (q = 1, steps = rounds), accounted
+  by Opacus. Guarantee: org-level on the aggregate, it hides whether any one organisation took
+  part (its data vs. a zero update). The mean carries noise ``sigma * clip / K`` per coordinate
+  against a signal of norm <= ``clip`` spread over all d coordinates, so it needs many orgs
+  (hundreds for a 10k-parameter MLP); at K = 3 it destroys the model (see
+  ``matswarm experiment privacy``). One update alone carries ``1/sqrt(K)`` of the noise, and the
+  org's row count and train loss travel unprotected beside it.
 
 * ``mode = "local"``: every org runs DP-SGD in the shared training loop
   (:func:`matswarm.algorithms.training.train_local`): Poisson-sampled batches (rate
