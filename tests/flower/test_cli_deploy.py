@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from matswarm.cli.main import app
@@ -62,19 +63,37 @@ def test_node_keygen_writes_an_openssh_pair_and_never_overwrites(tmp_path):
     assert again.exit_code == 2 and "refusing to overwrite" in again.output
 
 
-def test_supernode_wrapper_caps_flowers_fixed_sleeps():
+def test_supernode_wrapper_backs_off_on_empty_polls_and_resets_on_a_message(monkeypatch):
     import time
 
     import flwr.supernode.start_client_internal as sci
 
-    from matswarm.runtime.flower.supernode import patch
+    from matswarm.runtime.flower import supernode
 
+    slept: list[float] = []
     original = sci.time
     try:
-        patch(0.01)
-        t0 = time.monotonic()
-        sci.time.sleep(3)  # what the idle SuperNode does between polls
-        assert time.monotonic() - t0 < 1.0
+        supernode.patch(0.4)
+        monkeypatch.setattr(supernode._time, "sleep", slept.append)
+        for _ in range(7):
+            sci.time.sleep(3)  # what the idle SuperNode does after an empty poll
+        sci.time.sleep(0.5)  # waiting for the executor's reply: a message arrived
+        sci.time.sleep(3)
         assert abs(sci.time.time() - time.time()) < 1.0
     finally:
         sci.time = original
+    assert slept[:7] == pytest.approx([0.05 * 1.5**i for i in range(6)] + [0.4])  # capped
+    assert slept[7:] == [supernode.LOCAL_WAIT_S, 0.05]  # local wait, back-off restarted
+
+
+def test_backoff_validates_and_grows_geometrically():
+    from matswarm.runtime.flower.backoff import Backoff
+
+    b = Backoff(0.1, 0.3, growth=2.0)
+    assert [b.next() for _ in range(4)] == [0.1, 0.2, 0.3, 0.3]
+    b.reset()
+    assert b.next() == 0.1
+    with pytest.raises(ValueError, match="first <= longest"):
+        Backoff(0.5, 0.1)
+    with pytest.raises(ValueError, match="growth"):
+        Backoff(0.1, 0.5, growth=0.5)

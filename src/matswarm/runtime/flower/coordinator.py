@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from matswarm.protocol.spec import TaskSpec
+from matswarm.runtime.flower.backoff import Backoff
 from matswarm.runtime.flower.codec import Payload, from_recorddict, to_recorddict
 from matswarm.runtime.flower.node import decode_result
 from matswarm.runtime.flower.spec import spec_text
@@ -47,12 +48,16 @@ class TaskStalled(RuntimeError):
 
 
 class NodeLink:
-    """Push messages and pull replies on a Flower ``Grid`` with a short poll loop of our own
-    (``Grid.send_and_receive`` of the deployment grid sleeps 3 s between pulls)."""
+    """Push messages and pull replies on a Flower ``Grid`` with a poll loop of our own
+    (``Grid.send_and_receive`` of the deployment grid sleeps 3 s between pulls): each wait
+    polls after ``poll_s``, backing off to ``longest_s`` while no reply comes
+    (:mod:`~matswarm.runtime.flower.backoff`: every pull costs the SuperLink CPU that the
+    nodes' work competes for)."""
 
-    def __init__(self, grid, poll_s: float = 0.02):
+    def __init__(self, grid, poll_s: float = 0.02, longest_s: float = 0.25):
         self.grid = grid
         self.poll_s = poll_s
+        self.longest_s = max(longest_s, poll_s)
 
     def push(self, node_id: int, message_type: str, payload: Payload, group: str = "") -> str:
         from flwr.app import Message
@@ -75,12 +80,14 @@ class NodeLink:
         """
         out: dict[str, Payload] = {}
         left = dict(pending)
+        backoff = Backoff(self.poll_s, self.longest_s)
         next_note = time.monotonic() + min(every_s, 1.0)
         while left:
             for msg in self.grid.pull_messages(list(left)):
                 key = left.pop(msg.metadata.reply_to_message_id, None)
                 if key is None:
                     continue
+                backoff.reset()  # replies come in bunches: the others are likely close
                 if msg.has_error():
                     err = msg.error
                     out[key] = Payload({"error": f"flower error {err.code}: {err.reason}"})
@@ -94,7 +101,10 @@ class NodeLink:
             if on_wait is not None and now >= next_note:
                 on_wait(set(left.values()))
                 next_note = now + every_s
-            time.sleep(self.poll_s)
+            pause = backoff.next()
+            if deadline is not None:
+                pause = min(pause, max(deadline - time.monotonic(), 0.0))
+            time.sleep(pause)
         return out
 
     def cycle(

@@ -20,16 +20,20 @@ import logging
 import threading
 import time
 
+from matswarm.runtime.flower.backoff import Backoff
+
 log = logging.getLogger("matswarm.node")
 
 
 class InNodeExecutor:
     """Polls the SuperNode's Runtime API for ClientApp tasks and answers them in-process."""
 
-    def __init__(self, runtime_address: str, handle, poll_s: float = 0.05):
+    def __init__(self, runtime_address: str, handle, poll_s: float = 0.02, longest_s: float = 0.25):
         self.runtime_address = runtime_address
         self.handle = handle
-        self.poll_s = poll_s
+        #: Polls quickly after a task (the SuperNode may already hold the round's next
+        #: message), backing off to ``longest_s`` while idle (see ``backoff``).
+        self.backoff = Backoff(poll_s, longest_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.handled = 0
@@ -69,12 +73,13 @@ class InNodeExecutor:
                 )
                 if res.HasField("task") and res.token:
                     self._run_task(res.token)
+                    self.backoff.reset()
                     continue
             except Exception as exc:  # the SuperNode may not be up yet, or restarting
                 log.debug("executor: %s", exc)
                 client = None
                 time.sleep(0.5)
-            time.sleep(self.poll_s)
+            time.sleep(self.backoff.next())
 
     def _run_task(self, token: str) -> None:
         from flwr.app import Error, Message

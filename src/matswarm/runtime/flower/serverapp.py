@@ -33,7 +33,7 @@ def main(grid: Grid, context: Context) -> None:
     status = str(cfg.get("status-file", "")) or None
     stall = float(cfg.get("stall-timeout", 0) or 0) or None
     coord = FlowerCoordinator(
-        grid, spec, task_id=task_id, status_path=status, stall_timeout_s=stall, poll_s=0.05
+        grid, spec, task_id=task_id, status_path=status, stall_timeout_s=stall, poll_s=0.02
     )
     try:
         result = coord.run()
