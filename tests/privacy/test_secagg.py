@@ -150,6 +150,11 @@ def test_two_orgs_and_robust_rules_are_refused(ids, small_synthetic):
         eng = build_engine(small_synthetic, ModelSpec("mlp", hidden=8), algo, make_rule(rule), 0)
         with pytest.raises(SecAggError, match="needs every individual update"):
             enable_secure_aggregation(eng)
+    eng = build_engine(
+        small_synthetic, ModelSpec("mlp", hidden=8), algo, make_rule("equal-mean"), 0
+    )
+    with pytest.raises(SecAggError, match="supports only aggregation rule 'mean'"):
+        enable_secure_aggregation(eng)
 
 
 def _chi2_top_byte(words: np.ndarray) -> float:

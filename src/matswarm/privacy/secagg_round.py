@@ -54,11 +54,19 @@ SECURITY_NOTE = (
 
 def require_sum_rule(rule: AggregationRule, n_orgs: int) -> None:
     """Refuse a rule that needs individual updates, and a consortium too small to hide one."""
+    if getattr(rule, "name", "") == "equal-mean":
+        raise SecAggError(
+            "secure aggregation supports only aggregation rule 'mean' (it unmasks the "
+            "sample-weighted sum of the updates); 'equal-mean' (org-level DP) is not supported "
+            "with it yet: turn secure_aggregation off, or use [privacy] unit = 'record' with "
+            "rule 'mean'"
+        )
     if type(rule) is not Mean:
         raise SecAggError(
             f"secure aggregation reveals only the sum of the updates, but aggregation rule "
             f"{rule.describe()} needs every individual update (robust rules compare, sort or "
-            f"select single updates); use rule 'mean' or turn secure_aggregation off"
+            f"select single updates); the only rule it supports is 'mean'; or turn "
+            f"secure_aggregation off"
         )
     if n_orgs < MIN_ORGS:
         raise SecAggError(
