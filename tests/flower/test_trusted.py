@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import numpy as np
 import pytest
 from tests.flower.helpers import inprocess_hashes, make_consortium, make_spec, trusted_spec
 
@@ -167,3 +168,96 @@ def test_restarted_coordinator_resumes_after_the_last_finalised_round(
     assert any("resuming after round 2" in line for line in lines)
     ledger = consortium["ledger"]
     assert [ledger.round_info(task_id, r).final_hash.hex() for r in (1, 2, 3, 4)] == expected
+
+
+def _verify_as(consortium, org, store_dir, spec, task_id):
+    """``matswarm verify`` from ``org``'s own store (plus the public spec and initial model)."""
+    from matswarm.protocol.codec import encode_vector
+    from matswarm.protocol.verify import verify_task
+    from matswarm.store import LocalStore
+    from matswarm.trust import OrgIdentity
+
+    store = LocalStore(store_dir)
+    store.put(spec.to_json())
+    store.put(encode_vector(spec.initial_params()))
+    ident = OrgIdentity.load(consortium["keystores"][org], "test-pass")
+    return verify_task(consortium["ledger"], store, task_id, identity=ident)
+
+
+@pytest.mark.parametrize("audit_rate", [0.0, 1.0])
+def test_leader_verification_over_flower_has_the_plain_hashes_rotates_and_verifies(
+    consortium, org_files, tmp_path, monkeypatch, audit_rate
+):
+    """Leader mode over Flower: the relay sends the envelopes to the leader, then its claim to
+    the followers; each org leads exactly its round, followers check (or, at rate 1, audit)."""
+    monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
+    name = f"trusted-leader-{int(audit_rate)}"
+    spec = make_spec(org_files, "fedavg", task=name)
+    expected = inprocess_hashes(org_files, spec)
+    spec = dataclasses.replace(spec, verification={"mode": "leader", "audit_rate": audit_rate})
+    spec, task_id = _trusted_spec(consortium, spec)
+    services = _services(consortium, org_files, tmp_path)
+    result, _ = run_inprocess(spec, services, tmp_path, task_id=task_id.hex())
+    assert result.hashes == expected
+    agents = {org: s.tasks[name].agent for org, s in services.items()}
+    assert {org: sorted(a.record.claims) for org, a in agents.items()} == {
+        "org1": [1],
+        "org2": [2],
+        "org3": [3],
+    }
+    for a in agents.values():  # a follower audits every round it follows at rate 1
+        followed = [r for r in (1, 2, 3) if r not in a.record.claims]
+        assert sorted(a.record.audits) == (followed if audit_rate else [])
+    for r, h in enumerate(expected, start=1):
+        info = consortium["ledger"].round_info(task_id, r)
+        assert info.final_hash.hex() == h and len(info.votes) == 3
+    report = _verify_as(consortium, "org2", tmp_path / "org2" / "store", spec, task_id)
+    assert report.ok, report
+
+
+def test_an_audit_over_flower_stops_a_leader_whose_model_is_not_the_aggregate(
+    consortium, org_files, tmp_path, monkeypatch
+):
+    from matswarm.protocol import leader as leader_mod
+
+    monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
+    real_lead = leader_mod.lead_round
+
+    def lead(agent, round_, previous_global, accepted, commitments):
+        real_aggregate = agent.aggregate
+        agent.aggregate = lambda r, g, u: real_aggregate(r, g, u) + np.float32(1e-3)
+        try:
+            return real_lead(agent, round_, previous_global, accepted, commitments)
+        finally:
+            del agent.aggregate
+
+    monkeypatch.setattr(leader_mod, "lead_round", lead)
+    spec = make_spec(org_files, "fedavg", rounds=1, task="trusted-lying-leader")
+    spec = dataclasses.replace(spec, verification={"mode": "leader", "audit_rate": 1.0})
+    spec, task_id = _trusted_spec(consortium, spec)
+    with pytest.raises(RuntimeError, match=r"org1.s aggregate was refused.*its model is not the"):
+        run_inprocess(
+            spec, _services(consortium, org_files, tmp_path), tmp_path, task_id=task_id.hex()
+        )
+    assert consortium["ledger"].round_info(task_id, 1).final_hash is None  # only org1 voted
+
+
+def test_a_node_refuses_leader_mode_with_secure_aggregation(
+    consortium, org_files, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
+    spec = make_spec(org_files, "fedavg", task="trusted-leader-secagg")
+    spec = dataclasses.replace(
+        spec,
+        verification={"mode": "leader"},
+        secure_aggregation={"clip": 1.0, "threshold": None},
+    )
+    spec, task_id = _trusted_spec(consortium, spec)
+    with pytest.raises((OrgUnavailable, ValueError), match="leader' with secure aggregation"):
+        run_inprocess(
+            spec,
+            _services(consortium, org_files, tmp_path),
+            tmp_path,
+            task_id=task_id.hex(),
+            join_timeout_s=30,
+        )

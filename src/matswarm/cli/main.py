@@ -313,7 +313,7 @@ def scaling(
     verification: Annotated[
         str,
         typer.Option(
-            help="How in-process trusted rounds are checked: leader (one rotating aggregator, "
+            help="How trusted rounds are checked: leader (one rotating aggregator, "
             "audited at random; linear) | every-org (each org re-aggregates; K² work)."
         ),
     ] = "leader",

@@ -256,8 +256,8 @@ def run_scaling(
 
     ``fractions``, ``features`` and ``orgs`` are the sweeps' points (the paper's by default);
     ``flower_orgs`` the org counts deployed over Flower (default: ``orgs``). ``verification``
-    is how the in-process trusted runs check their rounds (``"leader"``: one rotating
-    aggregator, linear work per round; ``"every-org"``: each org re-aggregates, K² work).
+    is how the trusted runs, in process and over Flower, check their rounds (``"leader"``: one
+    rotating aggregator, linear work per round; ``"every-org"``: each org re-aggregates, K²).
     """
     from matswarm.ledger.anvil_chain import embedded_backend
 
@@ -318,6 +318,7 @@ def run_scaling(
                 Path(tmp),
                 trust=flower_trust,
                 subset=subset,
+                verification=verification,
             ):
                 mine = p.extra.pop("hashes")
                 if mine:

@@ -38,9 +38,12 @@ def flower_points(
     *,
     trust: bool,
     subset: Callable[..., FederatedDataset],
+    verification: str = "leader",
 ) -> Iterator:
-    """One :class:`~matswarm.experiments.scaling.Point` per org count and trust setting."""
+    """One :class:`~matswarm.experiments.scaling.Point` per org count and trust setting; the
+    trusted runs check their rounds by ``verification`` (:mod:`matswarm.protocol.leader`)."""
     from matswarm.experiments.scaling import Point
+    from matswarm.protocol.leader import Verification
     from matswarm.runtime.flower.loopback import LoopbackCluster
     from matswarm.runtime.flower.spec import make_task_spec
 
@@ -64,6 +67,7 @@ def flower_points(
                     model={"name": "mlp"},
                     seed=seed,
                     relay_deadline_s=600,
+                    verification=Verification(verification).spec_fields() if trusted else None,
                 )
                 common = {
                     "sweep": "orgs",

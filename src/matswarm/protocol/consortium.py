@@ -169,11 +169,11 @@ def trusted_engine(
     :func:`matswarm.contrib.attach_contributions` afterwards. ``privacy`` (a resolved
     :class:`~matswarm.privacy.PrivacyConfig` as a dict) is pinned in the spec; the engine's
     participants must already be private (``make_private``)."""
-    from matswarm.protocol.leader import Verification
+    from matswarm.protocol.leader import Verification, check_supported
 
     verification = Verification(settings.verification, settings.audit_rate)
     if verification.mode == "leader":
-        _check_leader_mode(engine, contribution)
+        check_supported(engine.aggregator, contribution)
     spec = TaskSpec.for_run(
         name,
         [p.name for p in engine.participants],
@@ -205,25 +205,6 @@ def trusted_engine(
     if archive is not None:  # each round's signed unmasking transcript: store + ledger
         archive(engine.hooks.reference)
     return engine, spec, task_id
-
-
-def _check_leader_mode(engine: RoundEngine, contribution: dict[str, Any] | None) -> None:
-    """Refuse what leader verification cannot carry, saying why."""
-    from matswarm.protocol.codec import encode_aggregator_state
-
-    if contribution is not None:
-        raise ValueError(
-            "verification 'leader' cannot run contribution accounting: every org scores the "
-            "round's updates on its own validation rows, so every org must hold them "
-            "(use verification 'every-org')"
-        )
-    if getattr(engine.aggregator, "spec_fields", None) is not None:
-        raise ValueError(
-            "verification 'leader' with secure aggregation is not supported: the masked "
-            "updates are unmasked by every org's own sum (use verification 'every-org')"
-        )
-    # the leader hands its replicated state to the followers: it must be arrays
-    encode_aggregator_state(engine.aggregator.state, engine.aggregator.previous_aggregate)
 
 
 SECURITY_NOTE = (

@@ -172,15 +172,42 @@ def _by_org(agent: OrgAgent, commitments: Mapping[str, Commitment]) -> dict[str,
     return {agent.name_of.get(addr, addr): c for addr, c in commitments.items()}
 
 
+@dataclass(frozen=True)
+class Lead:
+    """What a round's leader produced: the content ids of its signed claim and of the
+    aggregator state it claims, and the new global model (stored under its hash's id)."""
+
+    claim_cid: str
+    state_cid: str
+    model: np.ndarray
+
+
+def check_supported(aggregator: Any, contribution: Mapping[str, Any] | None) -> None:
+    """Refuse what leader verification cannot carry, saying why (in-process and on a node)."""
+    if contribution is not None:
+        raise ValueError(
+            "verification 'leader' cannot run contribution accounting: every org scores the "
+            "round's updates on its own validation rows, so every org must hold them "
+            "(use verification 'every-org')"
+        )
+    if getattr(aggregator, "spec_fields", None) is not None:
+        raise ValueError(
+            "verification 'leader' with secure aggregation is not supported: the masked "
+            "updates are unmasked by every org's own sum (use verification 'every-org')"
+        )
+    # the leader hands its replicated state to the followers: it must be arrays
+    encode_aggregator_state(aggregator.state, aggregator.previous_aggregate)
+
+
 def lead_round(
     agent: OrgAgent,
     round_: int,
     previous_global: np.ndarray,
     accepted: Sequence[Update],
     commitments: Mapping[str, Commitment],
-) -> str:
+) -> Lead:
     """As the round's leader: aggregate the verified ``accepted`` updates, vote, and store the
-    signed :class:`AggregateClaim`; returns its content id."""
+    signed :class:`AggregateClaim` (and the state it names)."""
     new_global = agent.aggregate(round_, previous_global, accepted)
     state = encode_aggregator_state(agent.aggregator.state, agent.aggregator.previous_aggregate)
     by_org = _by_org(agent, commitments)
@@ -214,7 +241,7 @@ def lead_round(
     cid = agent.store.put(env.to_bytes())
     agent.record.claims[round_] = cid
     agent.vote(round_, new_global)
-    return cid
+    return Lead(cid, claim.state_cid, new_global)
 
 
 def follow_round(
@@ -315,8 +342,10 @@ __all__ = [
     "CLAIM_KIND",
     "MODES",
     "AggregateClaim",
+    "Lead",
     "Verification",
     "audits",
+    "check_supported",
     "follow_round",
     "lead_round",
     "leader_of",

@@ -582,7 +582,7 @@ class TrustedHooks(RoundHooks):
                 previous_global,
                 self._accepted[self._leader],
                 self._commitments,
-            )
+            ).claim_cid
             for name, agent in self.agents.items():
                 if name != self._leader:
                     follow_round(

@@ -52,11 +52,11 @@ class _Joined:
     agent: object = None  # matswarm.protocol.trusted.OrgAgent (trusted tasks)
     latest: np.ndarray | None = None  # latest global model this node finalised itself
     latest_round: int = 0
-    # Replies of the last train/aggregate, keyed by (round, start model hash) / round: a
+    # Replies of the last train/aggregate, keyed by (round, start model hash) / (round, role): a
     # coordinator that restarts mid-round asks again and gets the very same answer (the
     # commitment on the ledger is for that update), never a second training step.
     last_train: tuple[tuple[int, str], Payload] | None = None
-    last_aggregate: tuple[int, Payload] | None = None
+    last_aggregate: tuple[tuple[int, str], Payload] | None = None
     #: Secure-aggregation clients (matswarm.runtime.flower.secagg.NodeSecAgg) of the task.
     secagg: object = None
     #: Update compression with this org's residual (matswarm.compression.Compression).
@@ -132,7 +132,9 @@ class OrgService:
             return fn(p)
         except (NodeRefusal, SpecError, ValueError) as exc:
             log.warning("%s: refused %s: %s", self.org, kind, exc)
-            return Payload({"error": str(exc), "org": self.org})
+            # e.g. which org leads a round (trust.NotLeader), whose claim it refuses
+            reply = getattr(exc, "reply", {})
+            return Payload({"error": str(exc), "org": self.org, **reply})
         except Exception as exc:  # reported to the coordinator instead of a silent timeout
             log.exception("%s: %s failed", self.org, kind)
             return Payload(
@@ -345,7 +347,9 @@ class OrgService:
         if joined is None or joined.agent is None:
             raise NodeRefusal(f"{self.org} has no trusted task {p.config['task']!r}")
         round_ = int(p.config["round"])
-        if joined.last_aggregate is not None and joined.last_aggregate[0] == round_:
+        # Keyed by role too: in leader mode a relay asks a guessed leader, then the real one.
+        key = (round_, str(p.config.get("role", "")))
+        if joined.last_aggregate is not None and joined.last_aggregate[0] == key:
             return joined.last_aggregate[1]
         if round_ != joined.latest_round + 1:
             raise NodeRefusal(
@@ -355,7 +359,7 @@ class OrgService:
             joined.secagg.receive_transcript(round_, p)  # type: ignore[attr-defined]
         new_global, out = trusted_aggregate(joined.agent, round_, joined.latest, p)
         joined.latest, joined.latest_round = new_global, round_
-        joined.last_aggregate = (round_, out)
+        joined.last_aggregate = (key, out)
         return out
 
     def _secagg(self, p: Payload):
