@@ -13,6 +13,7 @@ injected (the nodes reach the SuperLink through a relay that holds their traffic
   first and last tenth of the run with its change, flat when it does not grow with rounds.
 
     python bench/flower_soak.py [--orgs 15] [--rounds 50] [--every 10] [--delay 1.0]
+                                [--verification every-org|leader]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from matswarm.experiments.compare import load_data
 from matswarm.experiments.config import ExperimentConfig
 from matswarm.experiments.scaling import subset
 from matswarm.experiments.scaling_flower import org_files
+from matswarm.protocol.leader import Verification
 from matswarm.runtime.flower.loopback import PASSPHRASE, LoopbackCluster
 from matswarm.runtime.flower.spec import make_task_spec
 
@@ -50,6 +52,12 @@ def main() -> None:
         type=int,
         default=180,
         help="on-chain commit window per round (s); round 1's includes the run's set-up",
+    )
+    ap.add_argument(
+        "--verification",
+        choices=("every-org", "leader"),
+        default="every-org",
+        help="how the nodes check each round (matswarm.protocol.leader)",
     )
     ap.add_argument("--synthetic", action="store_true", help="synthetic data, not perovskite")
     args = ap.parse_args()
@@ -84,6 +92,7 @@ def main() -> None:
             model={"name": "mlp"},
             seed=0,
             relay_deadline_s=args.deadline,
+            verification=Verification(args.verification).spec_fields(),
         )
         t0 = time.perf_counter()
         with LoopbackCluster(files, d, trust=True, delay_proxy=True) as cluster:
@@ -148,7 +157,8 @@ def main() -> None:
     for line in incidents:
         print(f"  {line}")
     print(
-        f"\nwall {wall:.0f} s for {args.rounds} trusted rounds, {args.orgs} nodes; "
+        f"\nwall {wall:.0f} s for {args.rounds} trusted rounds ({args.verification}), "
+        f"{args.orgs} nodes; "
         f"median round {statistics.median(run.round_times):.2f} s"
     )
     print(f"coordinator rounds 1..{args.rounds} once each: {sorted(result_rounds) == expected}")

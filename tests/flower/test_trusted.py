@@ -93,14 +93,18 @@ def test_node_refuses_trusted_task_whose_spec_differs_from_the_ledger(
 def test_trusted_dropout_is_recorded_on_the_ledger(consortium, org_files, tmp_path, monkeypatch):
     monkeypatch.setenv(PASSPHRASE_ENV, "test-pass")
     spec = make_spec(org_files, "fedavg", task="trusted-dropout", round_deadline_s=2.0)
-    spec, task_id = _trusted_spec(consortium, spec, round_duration_s=6)
+    spec, task_id = _trusted_spec(consortium, spec, round_duration_s=10)
     with InProcessCluster(_services(consortium, org_files, tmp_path), tmp_path) as cluster:
 
         def notify(line: str) -> None:
             if "round 1 of 3 final" in line:
                 cluster.grid.disconnect(cluster.node_ids["org3"])
 
-        result = cluster.coordinator(spec, task_id=task_id.hex(), notify=notify).run()
+        coordinator = cluster.coordinator(spec, task_id=task_id.hex(), notify=notify)
+        # Nodes answer "aggregate" only after the 10 s on-chain commit window of a round with
+        # org3 missing: the relay must wait for that, not just its own 2 s deadline + grace.
+        coordinator.ledger_grace_s = 3.0
+        result = coordinator.run()
     assert result.dropouts == {2: ["org3"], 3: ["org3"]}
     org3 = consortium["ids"]["org3"].evm_address
     for r, h in enumerate(result.hashes, start=1):
@@ -235,7 +239,7 @@ def test_an_audit_over_flower_stops_a_leader_whose_model_is_not_the_aggregate(
     spec = make_spec(org_files, "fedavg", rounds=1, task="trusted-lying-leader")
     spec = dataclasses.replace(spec, verification={"mode": "leader", "audit_rate": 1.0})
     spec, task_id = _trusted_spec(consortium, spec)
-    with pytest.raises(RuntimeError, match=r"org1.s aggregate was refused.*its model is not the"):
+    with pytest.raises(RuntimeError, match=r"org1's aggregate was refused.*its model is not the"):
         run_inprocess(
             spec, _services(consortium, org_files, tmp_path), tmp_path, task_id=task_id.hex()
         )

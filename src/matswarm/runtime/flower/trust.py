@@ -336,7 +336,12 @@ class RelayHooks(RoundHooks):
         if board is not None and round_ in board.transcripts:  # what the nodes unmask with
             p.arrays["transcript"] = np.frombuffer(board.transcripts[round_], np.uint8).copy()
         orgs = [o for o in c.live() if o.name in envs]
-        deadline = time.monotonic() + c.spec.round_deadline_s + c.ledger_grace_s
+        # A node answers once the commit phase ended: every org committed, or the on-chain
+        # window (round_duration_s from the round's opening, when the last one finalised)
+        # passed; with an org missing that can be long after the relay's own deadline.
+        opened = getattr(c, "_round_started", time.monotonic())
+        end = max(time.monotonic() + c.spec.round_deadline_s, opened + c.spec.round_duration_s)
+        deadline = end + c.ledger_grace_s
         if self.leader_mode:
             replies = self._lead_and_follow(round_, orgs, set(envs), p, deadline)
         else:
