@@ -57,6 +57,12 @@ def _services(consortium, files, tmp_path):
     }
 
 
+def _run(consortium, spec, files, tmp_path, task_id, **coordinator_kw):
+    """Run ``spec`` over Flower messages with one trusted service per org in ``files``."""
+    services = _services(consortium, files, tmp_path)
+    return run_inprocess(spec, services, tmp_path, task_id=task_id.hex(), **coordinator_kw)
+
+
 def test_trusted_task_hashes_equal_inprocess_and_are_final_on_ledger(
     consortium, org_files, tmp_path, monkeypatch
 ):
@@ -81,13 +87,7 @@ def test_node_refuses_trusted_task_whose_spec_differs_from_the_ledger(
     spec, task_id = _trusted_spec(consortium, make_spec(org_files, "fedavg", task="tampered"))
     tampered = dataclasses.replace(spec, seed=spec.seed + 1)  # the relay changes the run
     with pytest.raises(OrgUnavailable, match="differs from the task recorded on the ledger"):
-        run_inprocess(
-            tampered,
-            _services(consortium, org_files, tmp_path),
-            tmp_path,
-            task_id=task_id.hex(),
-            join_timeout_s=30,
-        )
+        _run(consortium, tampered, org_files, tmp_path, task_id, join_timeout_s=30)
 
 
 def test_trusted_dropout_is_recorded_on_the_ledger(consortium, org_files, tmp_path, monkeypatch):
@@ -240,9 +240,7 @@ def test_an_audit_over_flower_stops_a_leader_whose_model_is_not_the_aggregate(
     spec = dataclasses.replace(spec, verification={"mode": "leader", "audit_rate": 1.0})
     spec, task_id = _trusted_spec(consortium, spec)
     with pytest.raises(RuntimeError, match=r"org1's aggregate was refused.*its model is not the"):
-        run_inprocess(
-            spec, _services(consortium, org_files, tmp_path), tmp_path, task_id=task_id.hex()
-        )
+        _run(consortium, spec, org_files, tmp_path, task_id)
     assert consortium["ledger"].round_info(task_id, 1).final_hash is None  # only org1 voted
 
 
@@ -258,10 +256,4 @@ def test_a_node_refuses_leader_mode_with_secure_aggregation(
     )
     spec, task_id = _trusted_spec(consortium, spec)
     with pytest.raises((OrgUnavailable, ValueError), match="leader' with secure aggregation"):
-        run_inprocess(
-            spec,
-            _services(consortium, org_files, tmp_path),
-            tmp_path,
-            task_id=task_id.hex(),
-            join_timeout_s=30,
-        )
+        _run(consortium, spec, org_files, tmp_path, task_id, join_timeout_s=30)
