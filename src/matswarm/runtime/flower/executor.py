@@ -12,11 +12,20 @@ run any code: only what the org installed answers.
 It uses Flower's own client functions for the Runtime API (``pull_task_input``, ``push_message``,
 ``push_task_output``), which are internal; flwr is pinned exactly and the deployment test runs
 through this path.
+
+Waiting for a task: with a wake pipe (``wake_fd``, the read end; the SuperNode writes a byte
+for each message it stores, see :mod:`.supernode`) the executor blocks on the pipe and asks
+for a task only when one has come, or every ``fallback_s`` in case a wake was missed; without
+one it polls with a back-off. Each poll is an HTTP request the SuperNode serves, so polling
+costs CPU in both processes for as long as a round lasts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import threading
 import time
 
@@ -28,15 +37,27 @@ log = logging.getLogger("matswarm.node")
 class InNodeExecutor:
     """Polls the SuperNode's Runtime API for ClientApp tasks and answers them in-process."""
 
-    def __init__(self, runtime_address: str, handle, poll_s: float = 0.02, longest_s: float = 0.25):
+    def __init__(
+        self,
+        runtime_address: str,
+        handle,
+        poll_s: float = 0.02,
+        longest_s: float = 0.25,
+        *,
+        wake_fd: int | None = None,
+        fallback_s: float = 2.0,
+    ):
         self.runtime_address = runtime_address
         self.handle = handle
+        self.wake_fd = wake_fd
+        self.fallback_s = fallback_s
         #: Polls quickly after a task (the SuperNode may already hold the round's next
         #: message), backing off to ``longest_s`` while idle (see ``backoff``).
         self.backoff = Backoff(poll_s, longest_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.handled = 0
+        self.woken = 0
 
     def _client(self, *interceptors):
         from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
@@ -79,7 +100,14 @@ class InNodeExecutor:
                 log.debug("executor: %s", exc)
                 client = None
                 time.sleep(0.5)
+            self._wait()
+
+    def _wait(self) -> None:
+        """Until the SuperNode signals a message (or ``fallback_s``), or one back-off step."""
+        if self.wake_fd is None:
             time.sleep(self.backoff.next())
+        elif wait_for_wake(self.wake_fd, self.fallback_s):
+            self.woken += 1
 
     def _run_task(self, token: str) -> None:
         from flwr.app import Error, Message
@@ -125,3 +153,17 @@ class InNodeExecutor:
             if heartbeat.is_running:
                 heartbeat.stop()
             client.close()
+
+
+def wait_for_wake(fd: int, timeout_s: float) -> bool:
+    """Block until ``fd`` (a pipe's read end) has bytes or ``timeout_s`` passed; read every
+    pending byte (several wakes mean one poll: the poll takes whatever tasks are there).
+    True when woken."""
+    ready, _, _ = select.select([fd], [], [], timeout_s)
+    if not ready:
+        return False
+    os.set_blocking(fd, False)
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 4096):
+            pass
+    return True

@@ -52,13 +52,21 @@ def run_node(
         runtime_port=runtime_port,
         isolation="process" if executor == "in-node" else "subprocess",
     )
+    env, pass_fds = flower_env(), ()
     if executor == "in-node":
         from matswarm.runtime.flower.executor import InNodeExecutor
+        from matswarm.runtime.flower.supernode import WAKE_FD_ENV
 
-        InNodeExecutor(f"127.0.0.1:{runtime_port}", service.handle).start()
+        # The write end stays open here too, so the pipe never reads as closed (which would
+        # wake the executor forever) while a SuperNode restarts or exits.
+        wake_r, wake_w = os.pipe()
+        env[WAKE_FD_ENV], pass_fds = str(wake_w), (wake_w,)
+        InNodeExecutor(f"127.0.0.1:{runtime_port}", service.handle, wake_fd=wake_r).start()
     log_path = workdir / "supernode.log"
     with log_path.open("ab") as log_fh:
-        child = subprocess.Popen(argv, env=flower_env(), stdout=log_fh, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            argv, env=env, stdout=log_fh, stderr=subprocess.STDOUT, pass_fds=pass_fds
+        )
     (workdir / "node.json").write_text(
         json.dumps(
             {
