@@ -1,4 +1,5 @@
-"""The deployment CLI's offline parts: task specs and node keys (no processes started)."""
+"""The deployment CLI's offline parts: task specs, node keys, the SuperNode and executor
+wrappers and the message codec (no processes started)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,72 @@ def test_supernode_wrapper_backs_off_on_empty_polls_and_resets_on_a_message(monk
     assert slept[7:] == [supernode.LOCAL_WAIT_S, 0.05]  # local wait, back-off restarted
 
 
+def test_supernode_signals_each_stored_message_on_the_wake_pipe(monkeypatch):
+    import os
+
+    import flwr.supernode.start_client_internal as sci
+
+    from matswarm.runtime.flower import supernode
+    from matswarm.runtime.flower.executor import wait_for_wake
+
+    results = iter([None, "run-7", None, "run-7", "run-8"])
+    monkeypatch.setattr(sci, "_pull_and_store_message", lambda **kw: next(results))
+    monkeypatch.setattr(sci, "time", sci.time)  # restored after patch() replaces it
+    r, w = os.pipe()
+    try:
+        supernode.patch(0.4, wake_fd=w)
+        assert sci._pull_and_store_message(state=None) is None
+        assert not wait_for_wake(r, 0.01)  # no message stored: no wake
+        assert sci._pull_and_store_message(state=None) == "run-7"
+        assert wait_for_wake(r, 1.0)
+        assert not wait_for_wake(r, 0.01)  # the wake was consumed
+        assert sci._pull_and_store_message() is None
+        sci._pull_and_store_message(), sci._pull_and_store_message()
+        assert wait_for_wake(r, 1.0) and not wait_for_wake(r, 0.01)  # two wakes, one poll
+    finally:
+        os.close(r), os.close(w)
+
+
+def test_executor_with_a_wake_pipe_asks_for_tasks_only_when_woken(monkeypatch):
+    import os
+    import threading
+    import time
+
+    from matswarm.runtime.flower.executor import InNodeExecutor
+
+    class Runtime:  # the SuperNode's Runtime API: counts AcquireTask requests
+        def __init__(self):
+            self.asked = 0
+
+        def AcquireTask(self, request):  # Flower's name
+            self.asked += 1
+            return type("Res", (), {"HasField": lambda self, f: False, "token": ""})()
+
+    runtime = Runtime()
+    r, w = os.pipe()
+    ex = InNodeExecutor("127.0.0.1:1", handle=None, wake_fd=r, fallback_s=30.0)
+    monkeypatch.setattr(ex, "_client", lambda *i: runtime)
+    thread = threading.Thread(target=ex._loop, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while runtime.asked < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert runtime.asked == 1  # one look at start, then it sleeps on the pipe
+        os.write(w, b"m")
+        while ex.woken < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert ex.woken == 1 and runtime.asked == 2
+    finally:
+        ex.stop()
+        os.write(w, b"m")  # let the loop see the stop
+        thread.join(5)
+        os.close(r), os.close(w)
+    assert not thread.is_alive()
+
+
 def test_backoff_validates_and_grows_geometrically():
     from matswarm.runtime.flower.backoff import Backoff
 
@@ -97,3 +164,25 @@ def test_backoff_validates_and_grows_geometrically():
         Backoff(0.5, 0.1)
     with pytest.raises(ValueError, match="growth"):
         Backoff(0.1, 0.5, growth=0.5)
+
+
+def test_payload_travels_as_one_flower_array_and_keeps_dtypes_and_bytes():
+    import numpy as np
+
+    from matswarm.runtime.flower.codec import Payload, from_recorddict, to_recorddict
+
+    arrays = {f"env_{i}": np.frombuffer(bytes([i]) * (10 + i), np.uint8) for i in range(15)}
+    arrays["model"] = np.linspace(-1, 1, 7, dtype=np.float32)
+    arrays["big_endian"] = np.arange(6, dtype=">f8").reshape(2, 3)
+    p = Payload({"round": 3, "role": "follow", "lr": 0.1, "ok": True}, arrays)
+    rd = to_recorddict(p)
+    # One Array, however many arrays: Flower moves each Array as its own objects and requests.
+    assert sum(len(record) for record in rd.array_records.values()) == 1
+    back = from_recorddict(rd)
+    assert back.config == p.config
+    assert list(back.arrays) == list(arrays)
+    for name, a in arrays.items():
+        assert back.arrays[name].shape == a.shape
+        assert back.arrays[name].dtype == a.dtype.newbyteorder("<")
+        np.testing.assert_array_equal(back.arrays[name], a)
+    assert from_recorddict(to_recorddict(Payload({"x": 1}))).arrays == {}

@@ -1,10 +1,17 @@
 """Payloads: what travels between coordinator, Flower shim and org node.
 
 A :class:`Payload` is a flat dict of scalars/strings (``config``) plus named numpy arrays
-(``arrays``: float32 parameter vectors, uint8 blobs). It maps one-to-one onto a Flower
-``RecordDict`` (one ``ConfigRecord`` + one ``ArrayRecord``) and onto the length-prefixed frames
-of the local node channel, so nothing is re-encoded lossily on the way: arrays keep dtype and
-bytes, floats stay IEEE doubles. This module imports numpy only (the Flower shim must stay light).
+(``arrays``: float32 parameter vectors, uint8 blobs). It maps onto the length-prefixed frames of
+the local node channel and onto a Flower ``RecordDict`` (one ``ConfigRecord`` plus one
+``ArrayRecord`` holding the arrays as one such frame), so nothing is re-encoded lossily on the
+way: arrays keep dtype and bytes, floats stay IEEE doubles. This module imports numpy only (the
+Flower shim must stay light).
+
+Why one frame and not one Flower ``Array`` per array: Flower moves a message as separate
+content-addressed objects, one pull or push request per object at every hop (SuperLink,
+SuperNode, executor), two objects per ``Array``. A trusted round's aggregate message carries
+every org's envelope, so per-array objects made each org's message cost grow with the number of
+orgs in requests, not only in bytes (the largest per-org cost left at 15 orgs, py-spy).
 """
 
 from __future__ import annotations
@@ -56,18 +63,28 @@ def from_frame(data: bytes) -> Payload:
     return Payload(header["config"], arrays)
 
 
+#: Name of the ArrayRecord (and its one Array) that holds a payload's arrays as one frame.
+PACKED = "packed"
+
+
 def to_recorddict(p: Payload) -> Any:
+    """``p`` as a Flower ``RecordDict``: its config, and its arrays packed into one ``Array``."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
     rd = RecordDict({"config": ConfigRecord(dict(p.config))})
     if p.arrays:
-        rd["arrays"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in p.arrays.items()})
+        frame = np.frombuffer(to_frame(Payload({}, p.arrays)), dtype=np.uint8)
+        rd[PACKED] = ArrayRecord({PACKED: Array(frame)})
     return rd
 
 
 def from_recorddict(rd: Any) -> Payload:
+    """The payload of a message built by :func:`to_recorddict` (or by a ClientApp or
+    ServerApp that sent its arrays as one ``ArrayRecord`` named ``arrays``)."""
     config = dict(rd["config"]) if "config" in rd.config_records else {}
     arrays = {}
-    if "arrays" in rd.array_records:
+    if PACKED in rd.array_records:
+        arrays = from_frame(rd[PACKED][PACKED].numpy().tobytes()).arrays
+    elif "arrays" in rd.array_records:
         arrays = {k: v.numpy() for k, v in rd["arrays"].items()}
     return Payload(config, arrays)
