@@ -54,6 +54,23 @@ def test_unadmitted_org_and_bad_data_are_clear_errors(consortium):
     assert res.exit_code == 2 and "not a participant" in res.output
 
 
+def test_an_issuer_outside_the_participants_is_named_before_any_keystore_or_store(consortium):
+    home, _, _, tmp_path = consortium
+    blobs = sorted(p.name for p in (home / "store").rglob("*") if p.is_file())
+    cfg, table = tmp_path / "task.toml", tmp_path / "lab-a.csv"
+    for by in ("lab-z", "lab-d"):  # no keystore / a keystore but not a participant
+        if by == "lab-d":
+            runner.invoke(app, ["org", "init", by])
+        res = runner.invoke(app, [
+            "task", "create", str(cfg), "--by", by, "--participants", ",".join(ORGS),
+            "--schema-from", str(table),
+        ])  # fmt: skip
+        assert res.exit_code == 2, res.output
+        assert f"--by: the issuer '{by}' must be one of the participants" in res.output
+        assert "keystore" not in res.output
+    assert sorted(p.name for p in (home / "store").rglob("*") if p.is_file()) == blobs
+
+
 #: Runs `matswarm task run-local TASK` and dies (SIGKILL, no clean-up) in round 3 after the
 #: first two orgs' transactions of the round (each its vote on round 2 and its commitment for
 #: round 3) were mined and before anything else of the round was: the state a crash mid-round

@@ -251,6 +251,8 @@ def task_create(
 
     h = _home(home)
     names = [p.strip() for p in participants.split(",") if p.strip()]
+    if by not in names:  # before its keystore is opened: a typo is not a missing key
+        fail(f"--by: the issuer {by!r} must be one of the participants {names}")
     try:
         cfg = ExperimentConfig.from_toml(config)
         cfg.methods = [algorithm]
@@ -309,8 +311,6 @@ def task_create(
             verification=checking.spec_fields(),
         )
         issuer = h.identity(by, _passphrase(by))
-        if by not in names:
-            fail(f"the issuer {by} must be one of the participants {names}")
         store = h.store()
         store.put(spec.to_json())
         store.put(encode_vector(initial))
