@@ -53,6 +53,31 @@ def test_flipped_byte_in_a_stored_update_fails_naming_round_and_org(trusted_run)
     assert f is not None and f.round == 2 and f.org == "org3", first_failure_line(rep)
 
 
+def test_a_store_lacking_a_rounds_updates_says_so_instead_of_blaming_the_ledger(trusted_run):
+    # An org that missed round 2 (killed, or late past the relay's deadline) never received
+    # the others' updates: verify from its store must fail, and name the gap.
+    cons, _, _, task_id = trusted_run
+    commitments = cons.ledger.round_info(task_id, 2).commitments
+    gone = [cons.identities[o].evm_address for o in ("org1", "org3")]
+    for addr in gone:
+        path = cons.store.path_of(commitments[addr].cid)
+        os.chmod(path, 0o644)
+        path.unlink()
+    rep = verify_task(cons.ledger, cons.store, task_id, identity=cons.identities["org2"])
+    f = rep.first_failure
+    assert f is not None and f.round == 2, first_failure_line(rep)
+    assert "2 committed update(s) are not in this store: org1, org3" in f.what
+    assert rep.rounds_verified == 1
+    for addr in commitments:  # none left: "no valid update", with the same hint
+        path = cons.store.path_of(commitments[addr].cid)
+        if path.exists():
+            os.chmod(path, 0o644)
+            path.unlink()
+    rep = verify_task(cons.ledger, cons.store, task_id, identity=cons.identities["org2"])
+    f = rep.first_failure
+    assert f.what.startswith("no valid update") and "3 committed update(s)" in f.what
+
+
 def test_flipped_byte_in_a_stored_global_model_fails_naming_round(trusted_run):
     cons, _, _, task_id = trusted_run
     final = cons.ledger.round_info(task_id, 1).final_hash

@@ -31,7 +31,7 @@ from matswarm.protocol.codec import CodecError, decode_update, decode_vector
 from matswarm.protocol.messages import Update, vector_hash
 from matswarm.protocol.spec import TaskSpec
 from matswarm.protocol.trusted import UPDATE_KIND, ProtocolError, directory_from_ledger
-from matswarm.store import BlobStore, StoreError
+from matswarm.store import BlobNotFoundError, BlobStore, StoreError
 from matswarm.store.cid import cid_from_digest
 from matswarm.trust import Envelope, EnvelopeVerifier, OrgIdentity, RejectedError, open_envelope
 
@@ -171,6 +171,7 @@ def verify_task(
             break
         accepted: list[Update] = []
         excluded: set[str] = set()
+        absent: list[str] = []  # committed, but the blob is not in this store
         for addr in sorted(
             rinfo.commitments,
             key=lambda a: spec.participants.index(name_of[a]) if a in name_of else 10**6,
@@ -191,7 +192,11 @@ def verify_task(
                 excluded.add(org)
                 continue
             try:
-                blob = store.get(c.cid)
+                try:
+                    blob = store.get(c.cid)
+                except BlobNotFoundError:
+                    absent.append(org)
+                    raise
                 if hashlib.sha256(blob).digest() != c.update_hash:
                     raise ProtocolError(f"blob {c.cid} is not the committed update")
                 env = Envelope.from_bytes(blob)
@@ -221,7 +226,7 @@ def verify_task(
             return rep
         if can_decrypt:
             if not accepted:
-                rep.add(False, "no valid update, yet the round was finalised", r)
+                rep.add(False, "no valid update, yet the round was finalised" + _absent(absent), r)
                 return rep
             try:
                 g = aggregator.step(g, accepted)
@@ -234,6 +239,7 @@ def verify_task(
                 f"hash {rinfo.final_hash.hex()[:12]}…",
                 r,
             ):
+                rep.findings[-1].what += _absent(absent)
                 bad = _suspects(rep, r)
                 if bad:
                     rep.findings[-1].org = bad
@@ -319,6 +325,18 @@ def _audit_round(rep, audit, r, excluded, accepted, can_decrypt) -> bool:
     assert rep.aggregator is not None
     rep.aggregator.weights = None if rc.weights is None else dict(rc.weights)
     return True
+
+
+def _absent(orgs: list[str]) -> str:
+    """What a failed round's finding adds when committed updates are missing from the store:
+    an org that missed a round never received the others' updates, so its store cannot show
+    the round (the failure may be the store's gap, not the ledger's)."""
+    if not orgs:
+        return ""
+    return (
+        f" ({len(orgs)} committed update(s) are not in this store: {', '.join(orgs)}; "
+        "an org that missed the round does not hold them: verify with a store that does)"
+    )
 
 
 def _suspects(rep: VerifyReport, round_: int) -> str | None:
