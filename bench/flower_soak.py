@@ -196,6 +196,7 @@ def main() -> None:
     for name in names:
         pts = rss[name]
         if len(pts) < 4:
+            print(f"  {name}: {len(pts)} samples, too few to show a trend (run more rounds)")
             continue
         k = max(1, len(pts) // 10)
         a = statistics.mean(v for _, v in pts[:k])
