@@ -19,6 +19,7 @@ from matswarm.attacks import (
     make_attack,
     poison_dataset,
 )
+from matswarm.data import build_dataset, synthetic
 from matswarm.protocol import Update
 
 OWN = np.array([1.0, -2.0, 3.0], dtype=np.float32)
@@ -78,6 +79,25 @@ def test_label_flip_negates_raw_targets_of_the_named_org_only(small_synthetic):
     assert worse.standardizer.y_mean != small_synthetic.standardizer.y_mean
     with pytest.raises(AttackError, match="unknown organisations"):
         poison_dataset(small_synthetic, {"org9": LabelFlip()})
+
+
+def test_label_flip_on_a_classification_task_swaps_the_classes():
+    tables, test = synthetic.make_tables(n_rows=120, n_features=4, n_orgs=2, n_test=30, seed=0)
+    ds = build_dataset(
+        {k: (t, f"{k}.csv") for k, t in tables.items()},
+        "y",
+        test=(test, "test.csv"),
+        unit="",
+        task="classification",
+        threshold=0.0,
+    )
+    poisoned = poison_dataset(ds, {"org1": LabelFlip()})
+    before, after = ds.orgs[0], poisoned.orgs[0]
+    assert set(np.unique(before.y)) == {0.0, 1.0}
+    assert np.array_equal(after.y, 1.0 - before.y)  # a 0/1 label never becomes -1
+    assert np.array_equal(poisoned.orgs[1].y, ds.orgs[1].y)
+    with pytest.raises(AttackError, match="unknown task 'ranking'"):
+        LabelFlip().poison(before, "ranking")
 
 
 def test_registry_defaults_are_the_papers_and_cite_sources():

@@ -52,7 +52,9 @@ class DataAttack(Attack):
 
     stage = "data"
 
-    def poison(self, table: OrgTable) -> OrgTable:
+    def poison(self, table: OrgTable, task: str = "regression") -> OrgTable:
+        """``table`` after the attack; ``task`` is the schema's task ("regression" or
+        "classification"), since what a poisoned label looks like depends on it."""
         raise NotImplementedError
 
 

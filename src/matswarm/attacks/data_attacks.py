@@ -12,9 +12,10 @@ SCALING_MODES = ("poisoned", "honest")
 
 
 class LabelFlip(DataAttack):
-    """Label flipping for regression: every target ``l`` becomes ``-l`` in the target's own unit
-    (the MatSwarm paper flips the formation energy in eV/atom), on the raw table, before
-    standardisation.
+    """Label flipping, on the raw table before standardisation. Regression: every target ``l``
+    becomes ``-l`` in the target's own unit (the MatSwarm paper flips the formation energy in
+    eV/atom). Classification (0/1 labels): every label ``l`` becomes ``1 - l``, since ``-1`` is
+    not a class.
 
     ``scaling`` says what the attacker reports for the consortium's target scaling (fitted from
     every org's sufficient statistics): ``"honest"`` (default) the statistics of its true table,
@@ -44,7 +45,17 @@ class LabelFlip(DataAttack):
     def poisons_scaling(self) -> bool:
         return self.params["scaling"] == "poisoned"
 
-    def poison(self, table: OrgTable) -> OrgTable:
+    def poison(self, table: OrgTable, task: str = "regression") -> OrgTable:
+        """``table`` with its labels flipped; ``task`` is the schema's ("regression" or
+        "classification")."""
+        if task == "classification":
+            return replace(
+                table, y=1.0 - table.y, source=f"{table.source} [labels flipped: y -> 1 - y]"
+            )
+        if task != "regression":
+            raise AttackError(
+                f"label-flip: unknown task {task!r}; expected regression or classification"
+            )
         return replace(table, y=-table.y, source=f"{table.source} [labels flipped: y -> -y]")
 
 
@@ -57,7 +68,8 @@ def poison_dataset(
     unknown = sorted(set(attacks) - set(dataset.org_names))
     if unknown:
         raise AttackError(f"data attacks name unknown organisations {unknown}")
-    orgs = [attacks[o.name].poison(o) if o.name in attacks else o for o in dataset.orgs]
+    task = dataset.schema.task
+    orgs = [attacks[o.name].poison(o, task) if o.name in attacks else o for o in dataset.orgs]
     out = dataset.with_orgs(orgs, dataset.description)
     if not any(getattr(a, "poisons_scaling", True) for a in attacks.values()):
         out.standardizer = dataset.standardizer
