@@ -187,7 +187,8 @@ def main() -> None:
     print(f"ledger RoundFinalized 1..{args.rounds} once each: {sorted(finals) == expected}")
     print(f"verify (every org's blobs, {first}'s keys): {first_failure_line(report)}")
     print(f"  from {first}'s own store alone: {first_failure_line(own_report)}")
-    print(f"rounds the contract closed with orgs missing: {short}")
+    print(f"rounds the contract closed with orgs missing (no commitment): {short}")
+    print("rounds the coordinator aggregated without some orgs (killed, or reply past deadline):")
     for r in run.result["rounds"]:
         if r.get("missing"):
             print(f"  round {r['round']}: without {', '.join(r['missing'])}")
