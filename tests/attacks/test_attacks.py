@@ -19,7 +19,7 @@ from matswarm.attacks import (
     make_attack,
     poison_dataset,
 )
-from matswarm.data import build_dataset, synthetic
+from matswarm.data import synthetic
 from matswarm.protocol import Update
 
 OWN = np.array([1.0, -2.0, 3.0], dtype=np.float32)
@@ -82,14 +82,8 @@ def test_label_flip_negates_raw_targets_of_the_named_org_only(small_synthetic):
 
 
 def test_label_flip_on_a_classification_task_swaps_the_classes():
-    tables, test = synthetic.make_tables(n_rows=120, n_features=4, n_orgs=2, n_test=30, seed=0)
-    ds = build_dataset(
-        {k: (t, f"{k}.csv") for k, t in tables.items()},
-        "y",
-        test=(test, "test.csv"),
-        unit="",
-        task="classification",
-        threshold=0.0,
+    ds = synthetic.make_dataset(
+        n_rows=120, n_features=4, n_orgs=2, n_test=30, seed=0, task="classification", threshold=0
     )
     poisoned = poison_dataset(ds, {"org1": LabelFlip()})
     before, after = ds.orgs[0], poisoned.orgs[0]

@@ -15,7 +15,7 @@ from matswarm.aggregation import make_rule
 from matswarm.aggregation.registry import RULES
 from matswarm.algorithms import ALGORITHMS, make_algorithm
 from matswarm.cli.main import app
-from matswarm.data import DataError, TaskSchema, build_dataset, synthetic
+from matswarm.data import DataError, TaskSchema, synthetic
 from matswarm.evaluation.classification import classification_metrics, confusion, roc_auc
 from matswarm.evaluation.metrics import Evaluator
 from matswarm.models import ModelSpec
@@ -27,14 +27,12 @@ MODEL_FOR = {"fedmdh": "fedmdh"}
 
 
 def _classification_dataset(n_orgs: int = 3, rows: int = 240, features: int = 6, seed: int = 0):
-    tables, test = synthetic.make_tables(
-        n_rows=rows, n_features=features, n_orgs=n_orgs, n_test=90, seed=seed
-    )
-    return build_dataset(
-        {k: (t, f"{k}.csv") for k, t in tables.items()},
-        "y",
-        test=(test, "test.csv"),
-        unit="",
+    return synthetic.make_dataset(
+        n_rows=rows,
+        n_features=features,
+        n_orgs=n_orgs,
+        n_test=90,
+        seed=seed,
         task="classification",
         threshold=0.0,
     )

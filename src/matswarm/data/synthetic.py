@@ -57,13 +57,19 @@ def make_tables(
     return tables, test
 
 
-def make_dataset(**kwargs) -> FederatedDataset:
-    """:func:`make_tables` run through :func:`~matswarm.data.federated.build_dataset`."""
+def make_dataset(
+    *, task: str = "regression", threshold: float | None = None, **kwargs
+) -> FederatedDataset:
+    """:func:`make_tables` run through :func:`~matswarm.data.federated.build_dataset`.
+
+    ``task="classification"`` labels each row ``y > threshold`` (0/1; unitless)."""
     tables, test = make_tables(**kwargs)
     return build_dataset(
         {k: (v, f"synthetic:{k}") for k, v in tables.items()},
         "y",
         test=(test, "synthetic:test"),
-        unit="a.u.",
+        unit="" if task == "classification" else "a.u.",
         description=f"synthetic ({kwargs or 'defaults'})",
+        task=task,
+        threshold=threshold,
     )
